@@ -1,0 +1,173 @@
+"""JAX trainer: sampling is done by numpy outside; everything per step runs in one compiled loop.
+
+Per step: forward-mode jets for the input derivatives (backends.jets), one reverse pass for the
+parameter gradient of sum_i lambda_i L_i, Adam (backends.adam), and every ``anneal_every`` steps,
+after the update and on the same batch, the per-term gradients at the new parameters and the
+annealing rule (backends.weighting), as the authors' code does (spec 3.2.5).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from backends.adam import adam_update, learning_rate
+from backends.losses import derivatives, term_losses
+from backends.protocol import ChunkOutput
+from backends.settings import TrainSettings
+from problems.core import Problem
+from problems.errors import UsageError
+
+
+def _gpu_devices() -> list:
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:
+        return []
+
+
+class JaxBackend:
+    """Builds :class:`JaxTrainer` objects (see backends.protocol.Backend)."""
+
+    name = "jax"
+
+    def resolve_device(self, device: str) -> str:
+        if device == "auto":
+            return "cuda" if _gpu_devices() else "cpu"
+        if device == "cuda" and not _gpu_devices():
+            raise UsageError("--device cuda: jax sees no CUDA device (is jax[cuda] installed?); choose one of: auto, cpu")
+        return device
+
+    def device_name(self, device: str) -> str:
+        if device == "cuda":
+            return _gpu_devices()[0].device_kind
+        return platform.processor() or platform.machine()
+
+    def versions(self) -> dict[str, str]:
+        import jaxlib
+        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+    def trainer(self, problem: Problem, settings: TrainSettings, device: str) -> JaxTrainer:
+        return JaxTrainer(problem, settings, device)
+
+
+class JaxTrainer:
+    """See backends.protocol.Trainer. State is a dict of jax arrays (a pytree)."""
+
+    def __init__(self, problem: Problem, settings: TrainSettings, device: str) -> None:
+        if settings.dtype == "float64":
+            # jax computes in float32 unless x64 is on; this is process-wide, and float32 runs
+            # stay float32 afterwards because every array here is created with an explicit dtype
+            jax.config.update("jax_enable_x64", True)
+        self.problem, self.settings = problem, settings
+        self.dtype = jnp.dtype(settings.dtype)
+        self.device = _gpu_devices()[0] if device == "cuda" else jax.devices("cpu")[0]
+        self.chunk = min(settings.log_every, settings.steps)
+        method = settings.method_spec
+        self.net, self.gate, self.anneal = method.net, settings.gate, method.anneal
+        self.weighting = settings.weighting_for(problem)
+        self._compiled = None
+        self._chunk_jit = jax.jit(self._chunk)
+        self._predict_jit = jax.jit(self._predict, static_argnums=(2,))
+        self._gradients_jit = jax.jit(self._term_gradients)
+
+    # -- pure functions --------------------------------------------------------------------------
+    def _losses(self, params, batch, norm):
+        return term_losses(jnp, self.problem, params, batch, norm["mu"], norm["sigma"],
+                           net=self.net, gate=self.gate)
+
+    def _term_gradients(self, params, batch, norm):
+        losses = self._losses(params, batch, norm)
+        jac = jax.jacrev(self._losses)(params, batch, norm)
+        return losses, [{k: g[i] for k, g in jac.items()} for i in range(losses.shape[0])]
+
+    def _step(self, state, batch):
+        s = self.settings
+
+        def total(params):
+            losses = self._losses(params, batch, state["norm"])
+            return jnp.dot(state["weights"], losses), losses
+
+        (_, losses), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
+        count = state["count"]
+        lr = learning_rate(count.astype(self.dtype), s.lr, s.lr_decay_rate, s.lr_decay_steps)
+        params, m, v = adam_update(state["params"], grads, state["m"], state["v"], count.astype(self.dtype), lr,
+                                   eps=s.adam_eps, form=s.adam_form)
+        weights = state["weights"]
+        if self.anneal:
+            def anneal(w):
+                _, term_grads = self._term_gradients(params, batch, state["norm"])
+                return self.weighting.update(jnp, term_grads, w, s.anneal_alpha)
+
+            weights = jax.lax.cond(count % s.anneal_every == 0, anneal, lambda w: w, weights)
+        new = dict(state, params=params, m=m, v=v, weights=weights, count=count + 1)
+        return new, losses
+
+    def _chunk(self, state, batches, n_steps):
+        n_terms = len(batches)
+        record = jnp.zeros((self.chunk, n_terms), self.dtype)
+
+        def body(i, carry):
+            state, losses_all, weights_all = carry
+            state, losses = self._step(state, [b[i] for b in batches])
+            return state, losses_all.at[i].set(losses), weights_all.at[i].set(state["weights"])
+
+        return jax.lax.fori_loop(0, n_steps, body, (state, record, record))
+
+    def _predict(self, params, x, keys, norm):
+        return derivatives(jnp, self.problem, params, x, norm["mu"], norm["sigma"], keys, net=self.net, gate=self.gate)
+
+    # -- protocol --------------------------------------------------------------------------------
+    def _put(self, a: np.ndarray) -> jax.Array:
+        return jax.device_put(jnp.asarray(a, dtype=self.dtype), self.device)
+
+    def init(self, params, mu, sigma):
+        p = {k: self._put(v) for k, v in params.items()}
+        zeros = {k: jnp.zeros_like(v) for k, v in p.items()}
+        n_terms = len(self.problem.terms())
+        return {"params": p, "m": zeros, "v": dict(zeros), "weights": self._put(np.ones(n_terms)),
+                "count": jax.device_put(jnp.asarray(0, jnp.int32), self.device),
+                "norm": {"mu": self._put(mu), "sigma": self._put(sigma)}}
+
+    def _padded(self, batches):
+        steps = batches[0].shape[0]
+        pad = [(0, self.chunk - steps)] + [(0, 0)] * 3
+        return [self._put(np.pad(b, pad, mode="edge")) for b in batches], jnp.asarray(steps, jnp.int32)
+
+    def warmup(self, state, batches):
+        t0 = time.perf_counter()
+        padded, n = self._padded(batches)
+        self._compiled = self._chunk_jit.lower(state, padded, n).compile()
+        x = self.problem.test_grid()
+        self.predict(state, x, self.problem.solution_needs)
+        return time.perf_counter() - t0
+
+    def train(self, state, batches, first_step):
+        if self._compiled is None:
+            self.warmup(state, batches)
+        padded, n = self._padded(batches)
+        state, losses, weights = self._compiled(state, padded, n)
+        steps = batches[0].shape[0]
+        return state, ChunkOutput(np.asarray(losses)[:steps], np.asarray(weights)[:steps])
+
+    def predict(self, state, x, keys):
+        out = self._predict_jit(state["params"], self._put(x), tuple(keys), state["norm"])
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def gradients(self, state, batch):
+        batch = [self._put(b) for b in batch]
+        losses, grads = self._gradients_jit(state["params"], batch, state["norm"])
+        return np.asarray(losses), [{k: np.asarray(v) for k, v in g.items()} for g in grads]
+
+    def export(self, state):
+        out = {k: np.asarray(v) for k, v in state["params"].items()}
+        out["loss_weights"] = np.asarray(state["weights"])
+        return out
+
+    def sync(self):
+        (jnp.zeros((), self.dtype) + 0).block_until_ready()

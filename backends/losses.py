@@ -1,0 +1,40 @@
+"""Per-term losses of a problem for given network parameters, written once over ``xp``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backends.jets import network_jets
+from problems.core import Problem, parse_derivative
+
+
+def derivatives(xp: Any, problem: Problem, params: dict, x: Any, mu: Any, sigma: Any,
+                keys: tuple[str, ...], *, net: str, gate: str) -> dict[str, Any]:
+    """The derivative keys of ``problem`` (e.g. ``"u_xx"``) at ``x`` as ``{key: (n,) array}``."""
+    requested = [parse_derivative(k, problem.inputs, problem.outputs) for k in keys]
+    values = network_jets(xp, params, x, mu, sigma, requested, net=net, gate=gate)
+    return dict(zip(keys, values))
+
+
+def term_losses(xp: Any, problem: Problem, params: dict, batches: list, mu: Any, sigma: Any,
+                *, net: str, gate: str) -> Any:
+    """Unweighted losses of every term, shape ``(n_terms,)``.
+
+    Args:
+        batches: one array per term of shape ``(n_regions, batch, d)``: each region's points.
+
+    A term's loss is ``scale * sum over regions and misfit components of mean(misfit**2)``
+    (see problems.core.Term).
+    """
+    losses = []
+    for term, points in zip(problem.terms(), batches):
+        regions, batch, dim = points.shape
+        x = xp.reshape(points, (regions * batch, dim))
+        d = derivatives(xp, problem, params, x, mu, sigma, term.needs, net=net, gate=gate)
+        misfit = term.misfit(xp, x, d)
+        components = misfit if isinstance(misfit, tuple) else (misfit,)
+        loss = 0.0
+        for c in components:
+            loss = loss + xp.sum(xp.mean(xp.reshape(c * c, (regions, batch)), axis=1))
+        losses.append(term.scale * loss if term.scale != 1.0 else loss)
+    return xp.stack(losses)

@@ -1,0 +1,74 @@
+"""The contract every backend fulfils (typing only; imports no framework).
+
+A backend turns (problem, settings) into a :class:`Trainer`: explicit state in, state out, as in
+optax. Everything framework-free (weights, batches, the training loop, logging, divergence) lives
+once in ``backends.training``; a backend only owns compiled array work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from backends.settings import TrainSettings
+from problems.core import Problem
+
+State = Any  # backend-specific: parameters, Adam moments, loss weights, step count
+
+
+@dataclass(frozen=True)
+class ChunkOutput:
+    """What a chunk of training steps reports, as numpy arrays.
+
+    Attributes:
+        losses: ``(steps, n_terms)`` unweighted term losses, each evaluated in its step before the update.
+        weights: ``(steps, n_terms)`` loss weights (lambda) in force after each step.
+    """
+
+    losses: np.ndarray
+    weights: np.ndarray
+
+
+class Trainer(Protocol):
+    """Compiled training for one problem and one set of settings on one device."""
+
+    def init(self, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray) -> State:
+        """State from float64 numpy parameters and input normalisation (cast to the run's dtype)."""
+
+    def warmup(self, state: State, batches: list[np.ndarray]) -> float:
+        """Compile everything a run will call; return the seconds it took. ``state`` is not changed."""
+
+    def train(self, state: State, batches: list[np.ndarray], first_step: int) -> tuple[State, ChunkOutput]:
+        """Run ``len(batches[0])`` steps (``batches`` as from backends.data.draw_batches)."""
+
+    def predict(self, state: State, x: np.ndarray, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Derivative keys of the trained network at ``x`` ``(n, d)`` as numpy ``(n,)`` arrays."""
+
+    def gradients(self, state: State, batch: list[np.ndarray]) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+        """Unweighted term losses and each term's parameter gradients on one step's batch."""
+
+    def export(self, state: State) -> dict[str, np.ndarray]:
+        """Parameters (``W0``, ``b0``, ...) and ``loss_weights`` as numpy arrays."""
+
+    def sync(self) -> None:
+        """Block until the device has finished all queued work (for honest timings)."""
+
+
+class Backend(Protocol):
+    """A framework: names its devices and builds trainers."""
+
+    name: str
+
+    def resolve_device(self, device: str) -> str:
+        """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one is a UsageError."""
+
+    def device_name(self, device: str) -> str:
+        """Human-readable name of the device (CPU model or GPU name)."""
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the framework packages, for the run manifest."""
+
+    def trainer(self, problem: Problem, settings: TrainSettings, device: str) -> Trainer:
+        """Build (but not yet compile) a trainer."""

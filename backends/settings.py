@@ -1,0 +1,95 @@
+"""Everything that defines one training run apart from the problem: method, network, optimiser, data."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from backends.adam import ADAM_FORMS
+from backends.init import layer_sizes
+from backends.methods import Method, check_gate, get_method
+from backends.weighting import Weighting, get_weighting
+from problems.core import Problem
+from problems.errors import UsageError, require_positive
+
+DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """One run's settings. Defaults are the paper's (spec 2): 40,001 Adam steps, lr 1e-3 * 0.9^(n/1000),
+    128 fresh points per region and step, float32, annealing every 10 steps after the step.
+
+    Attributes:
+        method: M1-M4.  width, depth: hidden width and number of hidden layers (None: the problem's).
+        gate: gated-network form (M3/M4).  weighting: annealing variant (None: the problem's default).
+        anneal_every: steps between lambda updates.  anneal_alpha: EMA weight override (None: the variant's).
+        steps: Adam steps.  batch_size: points per region per step.
+        lr, lr_decay_rate, lr_decay_steps: the schedule lr * rate^(n / steps).
+        adam_eps, adam_form: epsilon and where it enters (``standard`` or ``tf1``).
+        dtype, device: float32/float64; auto/cpu/cuda.  seed: fixes weights, normalisation and batches.
+        log_every: steps between history rows (and the chunk a compiled call runs).
+    """
+
+    method: str = "M1"
+    width: int | None = None
+    depth: int | None = None
+    gate: str = "code"
+    weighting: str | None = None
+    anneal_every: int = 10
+    anneal_alpha: float | None = None
+    steps: int = 40001
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_decay_rate: float = 0.9
+    lr_decay_steps: int = 1000
+    adam_eps: float = 1e-8
+    adam_form: str = "standard"
+    dtype: str = "float32"
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        get_method(self.method)
+        check_gate(self.gate)
+        if self.weighting is not None:
+            get_weighting(self.weighting)
+        for name in ("steps", "batch_size", "anneal_every", "lr_decay_steps", "log_every"):
+            require_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        for name in ("width", "depth"):
+            if getattr(self, name) is not None:
+                require_positive(f"--{name}", getattr(self, name))
+        for name in ("lr", "lr_decay_rate", "adam_eps"):
+            require_positive(f"--{name.replace('_', '-')}", getattr(self, name), integer=False)
+        if self.anneal_alpha is not None and not 0 < self.anneal_alpha <= 1:
+            raise UsageError(f"--anneal-alpha must lie in (0, 1], got {self.anneal_alpha!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        for name, value, choices in (("dtype", self.dtype, DTYPES), ("device", self.device, DEVICES),
+                                     ("adam form", self.adam_form, ADAM_FORMS)):
+            if value not in choices:
+                raise UsageError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+
+    @property
+    def method_spec(self) -> Method:
+        """The Method record of ``method``."""
+        return get_method(self.method)
+
+    def weighting_for(self, problem: Problem) -> Weighting:
+        """The annealing rule: the explicit one, else the problem's default."""
+        return get_weighting(self.weighting or getattr(problem, "default_weighting", "code"))
+
+    def layers_for(self, problem: Problem) -> tuple[int, ...]:
+        """Network sizes: the problem's, with width/depth replaced where given."""
+        return layer_sizes(problem.layers, self.width, self.depth)
+
+    def resolved(self, problem: Problem) -> dict[str, Any]:
+        """All settings with the problem-dependent defaults filled in, for the run record."""
+        out = dataclasses.asdict(self)
+        layers = self.layers_for(problem)
+        out.update(width=layers[1], depth=len(layers) - 2, layers=list(layers),
+                   weighting=self.weighting_for(problem).name)
+        return out

@@ -1,0 +1,80 @@
+"""Backend-agnostic PDE problems and their registry.
+
+Built-in problems sit in a table; third-party packages add more through the ``gradpath.problems``
+entry-point group (each entry point names a :class:`Problem` subclass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import warnings
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from problems.core import Problem as Problem
+from problems.core import Term as Term
+from problems.errors import UsageError as UsageError
+from problems.errors import unknown_choice
+from problems.geometry import Box as Box
+
+BUILTIN: dict[str, str] = {
+    "helmholtz": "problems.helmholtz:Helmholtz",
+    "klein-gordon": "problems.klein_gordon:KleinGordon",
+    "poisson1d": "problems.poisson1d:Poisson1D",
+}
+
+
+def _load(target: str) -> type[Problem]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@lru_cache(maxsize=None)
+def problem_sources() -> dict[str, str]:
+    """Every registered problem name mapped to where it comes from (``builtin`` or a plugin)."""
+    sources = {name: "builtin" for name in BUILTIN}
+    for ep in entry_points(group="gradpath.problems"):
+        sources.setdefault(ep.name, f"plugin {ep.value}")
+    return sources
+
+
+def problem_class(name: str) -> type[Problem]:
+    """The Problem subclass registered under ``name``."""
+    if name in BUILTIN:
+        return _load(BUILTIN[name])
+    for ep in entry_points(group="gradpath.problems"):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except Exception as exc:  # a broken plugin must name itself, not break the others
+                raise UsageError(f"problem plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
+    raise unknown_choice("problem", name, problem_sources())
+
+
+def get_problem(name: str, **params: Any) -> Problem:
+    """Build the problem ``name`` with the given parameters (strings are converted to the field type).
+
+    Example:
+        >>> get_problem("helmholtz", a2=1).a2
+        1.0
+    """
+    cls = problem_class(name)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in params.items():
+        if key not in fields:
+            raise unknown_choice(f"parameter of {name}", key, fields)
+        kind = type(fields[key].default)
+        try:
+            values[key] = kind(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"parameter {key} of {name} must be {kind.__name__}, got {value!r}") from None
+    return cls(**values)
+
+
+def problem_names() -> list[str]:
+    """Sorted names of every registered problem."""
+    with warnings.catch_warnings():
+        return sorted(problem_sources())
