@@ -80,7 +80,7 @@ class TrainSettings:
 
     def weighting_for(self, problem: Problem) -> Weighting:
         """The annealing rule: the explicit one, else the problem's default."""
-        return get_weighting(self.weighting or getattr(problem, "default_weighting", "code"))
+        return get_weighting(self.weighting or problem.default_weighting)
 
     def layers_for(self, problem: Problem) -> tuple[int, ...]:
         """Network sizes: the problem's, with width/depth replaced where given."""

@@ -77,6 +77,9 @@ class Problem:
         domain: the residual box (also used for the input normalisation).
         layers: the authors' network, ``(inputs, hidden..., outputs)``.
         test_points_per_axis: the test grid is ``domain.grid(test_points_per_axis)``.
+        solution_needs: derivative keys :meth:`solution` reads (the compared field).
+        primary_metric: the key of :meth:`metrics` reported as "the error".
+        default_weighting: annealing variant used unless a run names one.
         citation: where the problem and its settings come from.
     """
 
@@ -88,6 +91,7 @@ class Problem:
     test_points_per_axis: ClassVar[int] = 100
     solution_needs: ClassVar[tuple[str, ...]] = ("u",)
     primary_metric: ClassVar[str] = "rel_l2"
+    default_weighting: ClassVar[str] = "code"  # the annealing variant the authors used for it
     citation: ClassVar[str] = ""
 
     def __post_init__(self) -> None:

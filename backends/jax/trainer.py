@@ -31,6 +31,11 @@ def _gpu_devices() -> list:
         return []
 
 
+def _full_precision():
+    """True float32 matmuls: on GPUs jax would otherwise use TF32 (10-bit mantissa) for float32."""
+    return jax.default_matmul_precision("highest")
+
+
 class JaxBackend:
     """Builds :class:`JaxTrainer` objects (see backends.protocol.Backend)."""
 
@@ -82,6 +87,10 @@ class JaxTrainer:
                            net=self.net, gate=self.gate)
 
     def _term_gradients(self, params, batch, norm):
+        with _full_precision():
+            return self._term_gradients_raw(params, batch, norm)
+
+    def _term_gradients_raw(self, params, batch, norm):
         losses = self._losses(params, batch, norm)
         jac = jax.jacrev(self._losses)(params, batch, norm)
         return losses, [{k: g[i] for k, g in jac.items()} for i in range(losses.shape[0])]
@@ -101,7 +110,7 @@ class JaxTrainer:
         weights = state["weights"]
         if self.anneal:
             def anneal(w):
-                _, term_grads = self._term_gradients(params, batch, state["norm"])
+                _, term_grads = self._term_gradients_raw(params, batch, state["norm"])
                 return self.weighting.update(jnp, term_grads, w, s.anneal_alpha)
 
             weights = jax.lax.cond(count % s.anneal_every == 0, anneal, lambda w: w, weights)
@@ -109,6 +118,10 @@ class JaxTrainer:
         return new, losses
 
     def _chunk(self, state, batches, n_steps):
+        with _full_precision():
+            return self._chunk_loop(state, batches, n_steps)
+
+    def _chunk_loop(self, state, batches, n_steps):
         n_terms = len(batches)
         record = jnp.zeros((self.chunk, n_terms), self.dtype)
 
@@ -120,7 +133,8 @@ class JaxTrainer:
         return jax.lax.fori_loop(0, n_steps, body, (state, record, record))
 
     def _predict(self, params, x, keys, norm):
-        return derivatives(jnp, self.problem, params, x, norm["mu"], norm["sigma"], keys, net=self.net, gate=self.gate)
+        with _full_precision():
+            return derivatives(jnp, self.problem, params, x, norm["mu"], norm["sigma"], keys, net=self.net, gate=self.gate)
 
     # -- protocol --------------------------------------------------------------------------------
     def _put(self, a: np.ndarray) -> jax.Array:

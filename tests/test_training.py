@@ -1,0 +1,80 @@
+"""The training loop in every backend: loss decreases, annealing timing, divergence, Adam."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.adam import adam_update, learning_rate
+from backends.settings import TrainSettings
+from backends.training import train
+from problems import get_problem
+from problems.errors import UsageError
+
+
+@pytest.mark.parametrize("method", ["M1", "M4"])
+def test_a_few_hundred_steps_lower_the_loss_and_the_error(backend, method):
+    problem = get_problem("poisson1d", C=2.0)
+    settings = TrainSettings(method=method, steps=300, log_every=50, width=20, depth=2, lr=5e-3)
+    result = train(problem, settings, backend)
+    first, last = result.history[0], result.history[-1]
+    assert last["loss_residual"] + last["loss_boundary"] < 0.2 * (first["loss_residual"] + first["loss_boundary"])
+    assert last["rel_l2"] < first["rel_l2"]
+    assert result.summary["steps"] == 300 and not result.summary["diverged"]
+    assert [row["step"] for row in result.history] == [50, 100, 150, 200, 250, 300]
+
+
+def test_lambda_changes_only_every_n_steps_after_the_step(backend):
+    problem = get_problem("klein-gordon")
+    settings = TrainSettings(method="M2", steps=30, log_every=30, width=10, depth=2, anneal_every=10)
+    from backends import get_backend
+    from backends.data import draw_batches, seed_streams
+    from backends.init import init_params
+
+    impl = get_backend(backend)
+    trainer = impl.trainer(problem, settings, "cpu")
+    streams = seed_streams(0)
+    state = trainer.init(init_params(settings.layers_for(problem), "mlp", streams["init"]),
+                         *problem.normalisation(streams["normalisation"]))
+    _, out = trainer.train(state, draw_batches(problem, streams["batches"], 30, 128, "float32"), 0)
+    changed = np.flatnonzero(np.any(np.diff(np.vstack([np.ones(3), out.weights]), axis=0) != 0, axis=1))
+    assert changed.tolist() == [0, 10, 20]  # updated after steps 0, 10, 20 (spec 3.2.5)
+    assert np.all(out.weights[:, 0] == 1)  # the residual weight stays 1
+    assert np.all(out.weights[:, 1:] > 1)  # KG's initial and boundary weights both rise
+
+
+def test_a_diverging_run_stops_and_says_where(backend):
+    problem = get_problem("helmholtz")
+    settings = TrainSettings(method="M1", steps=400, log_every=50, width=10, depth=2, lr=1e30)  # float32 overflows at once
+    result = train(problem, settings, backend)
+    assert result.summary["diverged"]
+    assert result.summary["diverged_at_step"] < 400
+    assert result.summary["steps"] == result.summary["diverged_at_step"] + 1
+    assert np.isnan(result.history[-1]["rel_l2"])
+
+
+def test_adam_matches_torch_and_the_schedule_matches_the_spec():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    p = {"w": rng.normal(size=(3, 2))}
+    m, v = {"w": np.zeros((3, 2))}, {"w": np.zeros((3, 2))}
+    tp = torch.tensor(p["w"], requires_grad=True)
+    opt = torch.optim.Adam([tp], lr=1e-2)
+    for count in range(5):
+        g = rng.normal(size=(3, 2))
+        p, m, v = adam_update(p, {"w": g}, m, v, count, 1e-2)
+        tp.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(p["w"], tp.detach().numpy(), rtol=1e-12)
+    assert learning_rate(40000, 1e-3, 0.9, 1000) == pytest.approx(1.478e-5, rel=1e-3)  # spec 2.4
+
+
+def test_settings_reject_bad_values_naming_the_flag():
+    for kwargs, pattern in [({"steps": 0}, "--steps must be a positive integer"),
+                            ({"width": -50}, "--width must be a positive integer, got -50"),
+                            ({"method": "M5"}, "choose one of: M1, M2, M3, M4"),
+                            ({"gate": "papr"}, "did you mean 'paper'"),
+                            ({"dtype": "float16"}, "choose one of: float32, float64"),
+                            ({"weighting": "cod"}, "unknown weighting variant")]:
+        with pytest.raises(UsageError, match=pattern):
+            TrainSettings(**kwargs)
