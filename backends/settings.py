@@ -14,6 +14,13 @@ from problems.core import Problem
 from problems.errors import UsageError, require_positive
 
 DTYPES = ("float32", "float64")
+# the CLI flag that sets each field, where it differs from --field-name (errors name what users typed)
+FLAGS = {"steps": "--iterations"}
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a settings field."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -31,6 +38,8 @@ class TrainSettings:
         adam_eps, adam_form: epsilon and where it enters (``standard`` or ``tf1``).
         dtype, device: float32/float64; auto/cpu/cuda.  seed: fixes weights, normalisation and batches.
         log_every: steps between history rows (and the chunk a compiled call runs).
+        compile: compile the step (torch: torch.compile, else eager; jax always jits). Off is
+            for quick checks and tests: same maths, no compile time, slower steps.
     """
 
     method: str = "M1"
@@ -51,6 +60,7 @@ class TrainSettings:
     device: str = "auto"
     seed: int = 0
     log_every: int = 100
+    compile: bool = True
 
     def __post_init__(self) -> None:
         get_method(self.method)
@@ -58,12 +68,12 @@ class TrainSettings:
         if self.weighting is not None:
             get_weighting(self.weighting)
         for name in ("steps", "batch_size", "anneal_every", "lr_decay_steps", "log_every"):
-            require_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+            require_positive(flag(name), getattr(self, name))
         for name in ("width", "depth"):
             if getattr(self, name) is not None:
-                require_positive(f"--{name}", getattr(self, name))
+                require_positive(flag(name), getattr(self, name))
         for name in ("lr", "lr_decay_rate", "adam_eps"):
-            require_positive(f"--{name.replace('_', '-')}", getattr(self, name), integer=False)
+            require_positive(flag(name), getattr(self, name), integer=False)
         if self.anneal_alpha is not None and not 0 < self.anneal_alpha <= 1:
             raise UsageError(f"--anneal-alpha must lie in (0, 1], got {self.anneal_alpha!r}")
         if not isinstance(self.seed, int) or self.seed < 0:

@@ -57,7 +57,9 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         A TrainResult. History rows hold ``step`` (steps done), ``seconds`` (training time so far,
         compile and evaluation excluded), ``loss_<term>`` (unweighted, at that step's batch),
         ``weight_<term>`` (lambda after the step) and the problem's metrics on its test grid.
-        ``summary["diverged"]`` is True if a loss became non-finite; training stops there.
+        ``summary["diverged"]`` is True if a loss became non-finite; training stops there and
+        ``summary["diverged_at_step"]`` is the 0-based index of that step (so ``steps`` = index + 1).
+        ``ms_per_step`` is the median over full chunks of chunk time / chunk steps.
     """
     impl = get_backend(backend)
     device = impl.resolve_device(settings.device)
@@ -75,7 +77,7 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
     compile_seconds = trainer.warmup(state, warm_batches)
 
     result = TrainResult()
-    done, seconds, chunk_ms, diverged_at = 0, 0.0, [], None
+    done, executed, seconds, chunk_ms, diverged_at = 0, 0, 0.0, [], None
     wall0 = time.perf_counter()
     while done < settings.steps:
         steps = min(chunk, settings.steps - done)
@@ -85,6 +87,7 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         trainer.sync()
         elapsed = time.perf_counter() - t0
         seconds += elapsed
+        executed += steps
         if steps == chunk:
             chunk_ms.append(1e3 * elapsed / steps)
         bad = ~np.isfinite(out.losses).all(axis=1)
@@ -113,8 +116,8 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         **{k: final[k] for k in problem.metrics(ref, ref)},
         "train_seconds": seconds,
         "wall_seconds": time.perf_counter() - wall0,
-        "ms_per_step": float(np.median(chunk_ms)) if chunk_ms else 1e3 * seconds / max(done, 1),
-        "ms_per_step_mean": 1e3 * seconds / max(done, 1),
+        "ms_per_step": float(np.median(chunk_ms)) if chunk_ms else 1e3 * seconds / executed,
+        "ms_per_step_mean": 1e3 * seconds / executed,
         "compile_seconds": compile_seconds,
         "diverged": diverged_at is not None,
         "diverged_at_step": diverged_at,

@@ -7,6 +7,7 @@ raise it; only the CLI catches it and turns it into one line and exit code 2.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 
@@ -32,6 +33,6 @@ def unknown_choice(kind: str, value: object, choices: Iterable[str]) -> UsageErr
 def require_positive(name: str, value: object, *, integer: bool = True) -> None:
     """Raise a UsageError unless ``value`` is a positive number (an integer when ``integer``)."""
     ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
-    if not ok or value <= 0:  # type: ignore[operator]
+    if not ok or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
         what = "a positive integer" if integer else "a positive number"
         raise UsageError(f"{name} must be {what}, got {value!r}")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backends import get_backend
 from backends.adam import adam_update, learning_rate
+from backends.data import draw_batches, seed_streams
+from backends.init import init_params
 from backends.settings import TrainSettings
 from backends.training import train
 from problems import get_problem
@@ -15,7 +18,7 @@ from problems.errors import UsageError
 @pytest.mark.parametrize("method", ["M1", "M4"])
 def test_a_few_hundred_steps_lower_the_loss_and_the_error(backend, method):
     problem = get_problem("poisson1d", C=2.0)
-    settings = TrainSettings(method=method, steps=300, log_every=50, width=20, depth=2, lr=5e-3)
+    settings = TrainSettings(method=method, steps=300, log_every=50, width=20, depth=2, lr=5e-3, compile=False)
     result = train(problem, settings, backend)
     first, last = result.history[0], result.history[-1]
     assert last["loss_residual"] + last["loss_boundary"] < 0.2 * (first["loss_residual"] + first["loss_boundary"])
@@ -26,11 +29,7 @@ def test_a_few_hundred_steps_lower_the_loss_and_the_error(backend, method):
 
 def test_lambda_changes_only_every_n_steps_after_the_step(backend):
     problem = get_problem("klein-gordon")
-    settings = TrainSettings(method="M2", steps=30, log_every=30, width=10, depth=2, anneal_every=10)
-    from backends import get_backend
-    from backends.data import draw_batches, seed_streams
-    from backends.init import init_params
-
+    settings = TrainSettings(method="M2", steps=30, log_every=30, width=10, depth=2, anneal_every=10, compile=False)
     impl = get_backend(backend)
     trainer = impl.trainer(problem, settings, "cpu")
     streams = seed_streams(0)
@@ -45,7 +44,7 @@ def test_lambda_changes_only_every_n_steps_after_the_step(backend):
 
 def test_a_diverging_run_stops_and_says_where(backend):
     problem = get_problem("helmholtz")
-    settings = TrainSettings(method="M1", steps=400, log_every=50, width=10, depth=2, lr=1e30)  # float32 overflows at once
+    settings = TrainSettings(method="M1", steps=400, log_every=50, width=10, depth=2, lr=1e30, compile=False)  # float32 overflows at once
     result = train(problem, settings, backend)
     assert result.summary["diverged"]
     assert result.summary["diverged_at_step"] < 400
@@ -70,7 +69,7 @@ def test_adam_matches_torch_and_the_schedule_matches_the_spec():
 
 
 def test_settings_reject_bad_values_naming_the_flag():
-    for kwargs, pattern in [({"steps": 0}, "--steps must be a positive integer"),
+    for kwargs, pattern in [({"steps": 0}, "--iterations must be a positive integer"),
                             ({"width": -50}, "--width must be a positive integer, got -50"),
                             ({"method": "M5"}, "choose one of: M1, M2, M3, M4"),
                             ({"gate": "papr"}, "did you mean 'paper'"),

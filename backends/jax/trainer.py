@@ -8,7 +8,6 @@ annealing rule (backends.weighting), as the authors' code does (spec 3.2.5).
 
 from __future__ import annotations
 
-import platform
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from backends.devices import cpu_name
 from backends.adam import adam_update, learning_rate
 from backends.losses import derivatives, term_losses
 from backends.protocol import ChunkOutput
@@ -51,7 +51,7 @@ class JaxBackend:
     def device_name(self, device: str) -> str:
         if device == "cuda":
             return _gpu_devices()[0].device_kind
-        return platform.processor() or platform.machine()
+        return cpu_name()
 
     def versions(self) -> dict[str, str]:
         import jaxlib

@@ -1,0 +1,238 @@
+"""PyTorch trainer: sampling is done by numpy outside; each step runs as one compiled graph.
+
+Per step: forward-mode jets for the input derivatives (backends.jets), one reverse pass for the
+parameter gradient of sum_i lambda_i L_i, Adam (backends.adam), and every ``anneal_every`` steps,
+after the update and on the same batch, the per-term gradients at the new parameters and the
+annealing rule (backends.weighting), as the authors' code does (spec 3.2.5).
+
+Note:
+    The step is traced with ``make_fx`` and the resulting graph is compiled with ``torch.compile``
+    (inductor), rather than ``torch.compile`` of the Python step itself: dynamo refuses to trace
+    the trace-time numpy in the shared jets code (``np.poly1d`` in ``_tanh_polynomials``), while
+    ``make_fx`` runs the Python as Python and records only tensor operations, ``torch.func``
+    gradients included, as one flat graph without double backward. Whatever fails to compile
+    runs eagerly instead, after one warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+import warnings
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
+
+import array_api_compat.torch as xp
+import numpy as np
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from backends.adam import adam_update, learning_rate
+from backends.devices import cpu_name
+from backends.losses import derivatives, term_losses
+from backends.protocol import ChunkOutput
+from backends.settings import TrainSettings
+from problems.core import Problem
+from problems.errors import UsageError
+
+_EAGER = object()  # marks a graph that failed to compile and runs eagerly from then on
+
+
+@contextlib.contextmanager
+def _compute_settings(threads: int | None) -> Iterator[None]:
+    """True float32 matmuls (no TF32 on GPUs, no bf16 on CPUs), and ``threads`` CPU threads if given.
+
+    Both are process-wide torch settings, so they are set only while the trainer computes and
+    restored afterwards; inductor reads both when it generates code, so compiling happens inside too.
+    """
+    precision, n = torch.get_float32_matmul_precision(), torch.get_num_threads()
+    torch.set_float32_matmul_precision("highest")
+    if threads is not None and threads != n:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        if threads is not None and threads != n:
+            torch.set_num_threads(n)
+
+
+class TorchBackend:
+    """Builds :class:`TorchTrainer` objects (see backends.protocol.Backend)."""
+
+    name = "torch"
+
+    def resolve_device(self, device: str) -> str:
+        if device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: torch sees no CUDA device (is a CUDA build of torch installed?); "
+                             "choose one of: auto, cpu")
+        return device
+
+    def device_name(self, device: str) -> str:
+        if device == "cuda":
+            return torch.cuda.get_device_name(0)
+        return cpu_name()
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__}
+
+    def trainer(self, problem: Problem, settings: TrainSettings, device: str) -> TorchTrainer:
+        return TorchTrainer(problem, settings, device)
+
+
+class TorchTrainer:
+    """See backends.protocol.Trainer. State is a dict of torch tensors, never changed in place.
+
+    Note:
+        On the CPU the trainer computes with one thread (set while it runs, restored after):
+        the kernels of one step are far too small to share between cores, and two OpenMP threads
+        per run collapse as soon as anything else keeps the other core busy (one run per core
+        is the way to use a multi-core machine; spec performance-notes).
+    """
+
+    threads_on_cpu = 1
+
+    def __init__(self, problem: Problem, settings: TrainSettings, device: str) -> None:
+        self.problem, self.settings = problem, settings
+        self.dtype = getattr(torch, settings.dtype)
+        self.device = torch.device(device)
+        self.threads = self.threads_on_cpu if self.device.type == "cpu" else None
+        method = settings.method_spec
+        self.net, self.gate, self.anneal = method.net, settings.gate, method.anneal
+        self.weighting = settings.weighting_for(problem)
+        self.n_terms = len(problem.terms())
+        self._compiled: dict[Hashable, Any] = {}  # a compiled graph (or _EAGER) per function and input shapes
+
+    # -- pure functions --------------------------------------------------------------------------
+    def _losses(self, params, batch, norm):
+        return term_losses(xp, self.problem, params, batch, norm["mu"], norm["sigma"],
+                           net=self.net, gate=self.gate)
+
+    def _term_gradients(self, params, batch, norm):
+        def losses_twice(p):  # (differentiated, aux): the losses come with their Jacobian
+            losses = self._losses(p, batch, norm)
+            return losses, losses
+
+        jac, losses = torch.func.jacrev(losses_twice, has_aux=True)(params)
+        return losses, [{k: g[i] for k, g in jac.items()} for i in range(losses.shape[0])]
+
+    def _step(self, state, batch):
+        s = self.settings
+
+        def total(params):
+            losses = self._losses(params, batch, state["norm"])
+            return torch.dot(state["weights"], losses), losses
+
+        grads, (_, losses) = torch.func.grad_and_value(total, has_aux=True)(state["params"])
+        count = state["count"]
+        lr = learning_rate(count.to(self.dtype), s.lr, s.lr_decay_rate, s.lr_decay_steps)
+        params, m, v = adam_update(state["params"], grads, state["m"], state["v"], count.to(self.dtype), lr,
+                                   eps=s.adam_eps, form=s.adam_form)
+        new = dict(state, params=params, m=m, v=v, count=count + 1)
+        return new, losses
+
+    def _anneal(self, params, weights, batch, norm):
+        _, term_grads = self._term_gradients(params, batch, norm)
+        return self.weighting.update(xp, term_grads, weights, self.settings.anneal_alpha)
+
+    def _chunk(self, state, batches):
+        steps = batches[0].shape[0]
+        losses_all = torch.empty((steps, self.n_terms), dtype=self.dtype, device=self.device)
+        weights_all = torch.empty_like(losses_all)
+        shapes = tuple(b.shape[1:] for b in batches)
+        first = int(state["count"])  # one read per chunk: the host decides which steps anneal
+        for i in range(steps):
+            batch = [b[i] for b in batches]
+            state, losses = self._run(("step", shapes), self._step, state, batch)
+            if self.anneal and (first + i) % self.settings.anneal_every == 0:
+                # a graph of its own, called every anneal_every steps: each graph is branch-free,
+                # and the step's graph is compiled once instead of twice
+                weights = self._run(("anneal", shapes), self._anneal, state["params"], state["weights"], batch,
+                                    state["norm"])
+                state = dict(state, weights=weights)
+            losses_all[i] = losses
+            weights_all[i] = state["weights"]
+        return state, losses_all, weights_all
+
+    def _predict(self, params, x, keys, norm):
+        return derivatives(xp, self.problem, params, x, norm["mu"], norm["sigma"], keys, net=self.net, gate=self.gate)
+
+    # -- compilation -----------------------------------------------------------------------------
+    def _run(self, key: Hashable, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)`` through its compiled graph for ``key`` (compiled on first use), else eagerly.
+
+        ``key`` must name everything the graph is specialised on besides the trainer itself:
+        the Python-level choices in ``fn`` and the input shapes, since make_fx bakes both in.
+        """
+        compiled = self._compiled.get(key) if self.settings.compile else _EAGER
+        if compiled is not _EAGER:
+            try:
+                if compiled is None:
+                    # through a lambda: make_fx counts a bound method's ``self`` as an argument
+                    graph = make_fx(lambda *a: fn(*a))(*args)
+                    compiled = self._compiled[key] = torch.compile(graph, fullgraph=True, dynamic=False)
+                return compiled(*args)  # inductor compiles on the first call
+            except Exception as exc:  # never fail a run for the compiler: the eager step is the same maths
+                why = " ".join(str(exc).split())[:300]  # inductor errors span many lines
+                warnings.warn(f"torch backend: compiling {key[0]!r} failed ({type(exc).__name__}: {why}); "
+                              "running it eagerly (slower, same results)", RuntimeWarning, stacklevel=3)
+                self._compiled[key] = _EAGER
+        return fn(*args)
+
+    # -- protocol --------------------------------------------------------------------------------
+    def _put(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    def init(self, params, mu, sigma):
+        # torch.tensor copies: no parameter shares memory with the caller's numpy arrays
+        p = {k: torch.tensor(v, dtype=self.dtype, device=self.device) for k, v in params.items()}
+
+        def zeros():  # m and v get tensors of their own: aliased inputs would compile a graph of their own
+            return {k: torch.zeros_like(v) for k, v in p.items()}
+
+        return {"params": p, "m": zeros(), "v": zeros(), "weights": self._put(np.ones(self.n_terms)),
+                "count": torch.tensor(0, dtype=torch.int32, device=self.device),
+                "norm": {"mu": self._put(mu), "sigma": self._put(sigma)}}
+
+    def warmup(self, state, batches):
+        t0 = time.perf_counter()
+        state = copy.deepcopy(state)  # warm-up steps run for real: keep the caller's state as it is
+        batches = [self._put(b[:1]) for b in batches]
+        state["count"] = torch.zeros_like(state["count"])  # step 0 anneals: one step compiles everything
+        with _compute_settings(self.threads):
+            self._chunk(state, batches)
+            x = self.problem.test_grid()
+            self.predict(state, x, self.problem.solution_needs)
+        self.sync()
+        return time.perf_counter() - t0
+
+    def train(self, state, batches, first_step):
+        with _compute_settings(self.threads):
+            state, losses, weights = self._chunk(state, [self._put(b) for b in batches])
+        return state, ChunkOutput(losses.cpu().numpy(), weights.cpu().numpy())
+
+    def predict(self, state, x, keys):
+        x, keys = self._put(x), tuple(keys)
+        with _compute_settings(self.threads):
+            out = self._run(("predict", keys, tuple(x.shape)), lambda p, x, n: self._predict(p, x, keys, n),
+                            state["params"], x, state["norm"])
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+    def gradients(self, state, batch):
+        # eager on purpose: called once per comparison, where compiling would cost seconds for milliseconds
+        batch = [self._put(b) for b in batch]
+        with _compute_settings(self.threads):
+            losses, grads = self._term_gradients(state["params"], batch, state["norm"])
+        return losses.cpu().numpy(), [{k: v.cpu().numpy() for k, v in g.items()} for g in grads]
+
+    def export(self, state):
+        out = {k: v.cpu().numpy() for k, v in state["params"].items()}
+        out["loss_weights"] = state["weights"].cpu().numpy()
+        return out
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

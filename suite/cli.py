@@ -1,0 +1,180 @@
+"""The ``gradpath`` command: ``list`` what can be run, ``run`` one training and record it.
+
+Exit codes: 0 success; 1 the run diverged; 2 a usage error (one line on stderr, no traceback);
+130 interrupted. Only :func:`main` turns a :class:`UsageError` into that line, so a bug still
+shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from backends import get_backend, training
+from backends.settings import TrainSettings
+from backends.training import TrainResult
+from problems import Problem, get_problem
+from problems.errors import UsageError
+from suite.listing import listing
+from suite.manifest import manifest
+from suite.progress import Progress
+from suite.record import SUMMARY, RunRecord
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+# TrainSettings field -> (flags, type, metavar, help); defaults come from TrainSettings itself
+SETTING_OPTIONS: dict[str, tuple[tuple[str, ...], Any, str, str]] = {
+    "method": (("--method",), str, "M", "M1-M4, see `gradpath list`"),
+    "seed": (("--seed",), int, "N", "fixes weights, input normalisation and batches"),
+    "steps": (("--iterations", "--steps"), int, "N", "Adam steps"),
+    "width": (("--width",), int, "N", "hidden-layer width (default: the problem's)"),
+    "depth": (("--depth",), int, "N", "number of hidden layers (default: the problem's)"),
+    "batch_size": (("--batch-size",), int, "N", "points drawn per region and step"),
+    "lr": (("--lr",), _finite_float, "X", "initial learning rate"),
+    "lr_decay_rate": (("--lr-decay-rate",), _finite_float, "X", "schedule lr * rate^(step / decay-steps)"),
+    "lr_decay_steps": (("--lr-decay-steps",), int, "N", "steps per factor of the decay rate"),
+    "log_every": (("--log-every",), int, "N", "steps between history rows"),
+    "anneal_every": (("--anneal-every",), int, "N", "steps between loss-weight updates (M2/M4)"),
+    "anneal_alpha": (("--anneal-alpha",), _finite_float, "X",
+                     "EMA weight of the new loss-weight estimate (default: the variant's)"),
+    "weighting": (("--weighting",), str, "NAME", "loss-weight annealing variant (default: the problem's)"),
+    "gate": (("--gate",), str, "NAME", "gated-network form for M3/M4"),
+    "adam_form": (("--adam-form",), str, "NAME", "standard or tf1 (where Adam's epsilon enters)"),
+    "adam_eps": (("--adam-eps",), _finite_float, "X", "Adam's epsilon"),
+    "dtype": (("--dtype",), str, "NAME", "float32 or float64"),
+    "device": (("--device",), str, "NAME", "auto, cpu or cuda"),
+}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors in gradpath's one-line form (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"gradpath: error: {message}; see '{self.prog} --help'\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``gradpath``; each subcommand sets ``command``."""
+    parser = _Parser(prog="gradpath", description="Reproduce and benchmark PINN training (Wang, Teng & Perdikaris 2021).")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="{list,run}")
+    commands.add_parser("list", help="problems, backends, methods and option values").set_defaults(command=cmd_list)
+
+    run = commands.add_parser(
+        "run", help="train one PINN and record it",
+        description="Train one PINN and write its record to OUT/<problem>-<method>-<backend>-s<seed>-<hash>/. "
+                    "Defaults are the paper's settings.")
+    run.set_defaults(command=cmd_run)
+    run.add_argument("problem", metavar="PROBLEM", help="a problem name, see `gradpath list`")
+    run.add_argument("--backend", default="jax", metavar="NAME", help="jax or torch (default: jax)")
+    for name, (flags, kind, metavar, text) in SETTING_OPTIONS.items():
+        if DEFAULTS[name] is not None:
+            text += f" (default: {DEFAULTS[name]})"
+        run.add_argument(*flags, dest=name, type=kind, metavar=metavar, help=text, default=argparse.SUPPRESS)
+    run.add_argument("--no-compile", dest="compile", action="store_false", default=argparse.SUPPRESS,
+                     help="run the torch step eagerly (same maths, no compile time; jax always compiles)")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a problem parameter, e.g. --param a2=1 (repeatable)")
+    run.add_argument("--out", default="runs", metavar="DIR", help="directory of run records (default: runs)")
+    run.add_argument("--force", action="store_true", help="overwrite a complete run with the same configuration")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--param {text!r}: not KEY=VALUE; write e.g. --param a2=1")
+    return key, value
+
+
+def _non_finite_loss(row: dict[str, Any]) -> str:
+    bad = [f"{k} is {v}" for k, v in row.items() if k.startswith("loss_") and not math.isfinite(v)]
+    return ", ".join(bad) or "a loss is not finite"
+
+
+def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    print(listing())
+    return 0
+
+
+def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunRecord, *, quiet: bool) -> TrainResult:
+    """Train, writing each history row to ``record`` and the progress bar; an exception marks the record."""
+    metric = problem.primary_metric
+    progress = Progress(settings.steps, metric, quiet=quiet)
+    last: dict[str, Any] = {}
+
+    def on_log(row: dict[str, Any]) -> None:
+        record.history.append(row)
+        progress.update(row)
+        last.update(row)
+
+    try:
+        return training.train(problem, settings, backend, on_log)
+    except BaseException as exc:
+        partial = {"steps": last.get("step", 0), "error": last.get(metric), "metric": metric}
+        if isinstance(exc, KeyboardInterrupt):
+            record.finish("interrupted", partial)
+        else:
+            record.finish("failed", {**partial, "failure": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        progress.close()
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    problem = get_problem(args.problem, **dict(map(_key_value, args.param)))
+    names = [*SETTING_OPTIONS, "compile"]
+    settings = TrainSettings(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+    backend = get_backend(args.backend)
+    device = backend.resolve_device(settings.device)
+    config = {"problem": args.problem, "parameters": problem.parameters(), "backend": args.backend,
+              "settings": settings.resolved(problem)}
+    record = RunRecord.create(args.out, config, manifest(backend, device, settings.seed, argv), force=args.force)
+    try:
+        result = _train(problem, settings, args.backend, record, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"gradpath: interrupted; what was logged is kept in {record.path}", file=sys.stderr)
+        return 130
+
+    summary = result.summary
+    if summary["diverged"]:
+        record.finish("diverged", summary, result.params)
+        print(f"gradpath: error: run diverged at step {summary['diverged_at_step']}: "
+              f"{_non_finite_loss(result.history[-1])}; recorded in {record.path / SUMMARY}", file=sys.stderr)
+        return 1
+    record.finish("complete", summary, result.params)
+    print(f"{args.problem} {settings.method} {args.backend} seed {settings.seed}: {summary['metric']} "
+          f"{summary['error']:.3e} after {summary['steps']} steps, {summary['ms_per_step']:.3g} ms/step, "
+          f"compile {summary['compile_seconds']:.1f} s; record in {record.path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``gradpath`` with ``argv`` (default: the process's arguments) and return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed usage and the error (2) or the help (0)
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        return args.command(args, argv)
+    except UsageError as exc:
+        print(f"gradpath: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gradpath: interrupted", file=sys.stderr)
+        return 130

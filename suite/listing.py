@@ -1,0 +1,57 @@
+"""The text of ``gradpath list``: every problem, backend, method and option value a run can name."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from backends import backend_status
+from backends.adam import ADAM_FORMS
+from backends.methods import GATES, METHODS
+from backends.settings import TrainSettings
+from backends.weighting import WEIGHTINGS
+from problems import UsageError, problem_class, problem_sources
+
+# backends.adam documents the two forms in its module Note; these are its one-line versions
+ADAM_DESCRIPTIONS = {
+    "standard": "eps added to sqrt(v_hat) (PyTorch, optax; default)",
+    "tf1": "TensorFlow 1's 'epsilon hat': eps added to sqrt(v), bias correction in the step size (authors' code)",
+}
+
+
+def _table(rows: Iterable[tuple[str, ...]]) -> list[str]:
+    """Rows aligned in columns, indented by two spaces."""
+    rows = list(rows)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+
+
+def _problem_row(name: str, source: str) -> tuple[str, str, str]:
+    try:
+        cls = problem_class(name)
+    except UsageError as exc:  # a broken plugin shows its error and breaks nothing else
+        return name, source, f"(failed to load: {exc})"
+    params = " ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+    layers = "-".join(map(str, cls.layers))
+    weighting = getattr(cls, "default_weighting", "code")
+    return name, source, f"{params or '(no parameters)'}; net {layers}; weighting {weighting}"
+
+
+def listing() -> str:
+    """Everything ``gradpath run`` accepts, one section per option."""
+    defaults = TrainSettings()
+    sections = [
+        ("problems (gradpath run PROBLEM --param KEY=VALUE):",
+         [_problem_row(n, s) for n, s in sorted(problem_sources().items())]),
+        ("backends (--backend):", sorted(backend_status().items())),
+        (f"methods (--method; default {defaults.method}):", [(m.name, m.description) for m in METHODS.values()]),
+        ("weighting variants (--weighting; default: the problem's):",
+         [(w.name, w.description) for w in WEIGHTINGS.values()]),
+        (f"gate forms (--gate, M3/M4; default {defaults.gate}):", list(GATES.items())),
+        (f"adam forms (--adam-form; default {defaults.adam_form}):",
+         [(f, ADAM_DESCRIPTIONS.get(f, "")) for f in ADAM_FORMS]),
+    ]
+    lines: list[str] = []
+    for title, rows in sections:
+        lines += [title, *_table(rows), ""]
+    return "\n".join(lines[:-1])

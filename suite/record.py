@@ -1,0 +1,147 @@
+"""The run record: one directory per run, readable with json, csv and numpy alone.
+
+Layout (``<out>/<problem>-<method>-<backend>-s<seed>-<hash>/``):
+
+- ``config.json``: the resolved configuration (problem, its parameters, backend, settings); its hash names the run.
+- ``manifest.json``: where and how the run ran (see :mod:`suite.manifest`).
+- ``history.csv``: one row per log (``step, seconds, loss_<term>, weight_<term>``, metrics), written and
+  flushed as each row arrives, so a killed run keeps everything it had logged.
+- ``summary.json``: the final summary of :func:`backends.training.train` plus ``status``: ``running``
+  while training, then ``complete``, ``diverged``, ``interrupted`` or ``failed``.
+- ``params.npz``: final parameters and ``loss_weights`` (complete and diverged runs).
+
+JSON files are replaced atomically (temporary file + ``os.replace``); non-finite floats become null.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from problems.errors import UsageError
+
+CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS = "config.json", "manifest.json", "history.csv", "summary.json", "params.npz"
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by None and numpy scalars by Python ones (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically: readers see the old file or the new one."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _replace_atomically(Path(path), lambda f: f.write(text.encode()))
+
+
+def config_hash(config: Mapping[str, Any], length: int = 8) -> str:
+    """A short hex digest of ``config``, independent of key order.
+
+    Example:
+        >>> config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+        True
+    """
+    canonical = json.dumps(_finite(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def run_name(config: Mapping[str, Any]) -> str:
+    """The run directory's name, e.g. ``helmholtz-M4-jax-s0-1a2b3c4d``."""
+    s = config["settings"]
+    return f"{config['problem']}-{s['method']}-{config['backend']}-s{s['seed']}-{config_hash(config)}"
+
+
+def read_status(path: str | os.PathLike) -> str | None:
+    """The ``status`` of the run in directory ``path``, or None if it has no readable summary."""
+    try:
+        return json.loads((Path(path) / SUMMARY).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class HistoryWriter:
+    """Appends history rows to a CSV file, one flushed line per row; the first row fixes the columns."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._file = None
+        self._writer: csv.DictWriter | None = None
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Write ``row`` (the same keys every time) and flush it to the operating system."""
+        if self._writer is None:
+            self._file = open(self.path, "w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=list(row))
+            self._writer.writeheader()
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file, self._writer = None, None
+
+
+class RunRecord:
+    """The directory of one run and the files in it (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.history = HistoryWriter(path / HISTORY)
+
+    @classmethod
+    def create(cls, out: str | os.PathLike, config: Mapping[str, Any], manifest: Mapping[str, Any],
+               *, force: bool = False) -> RunRecord:
+        """Start the record of ``config`` under ``out``: config, manifest and a ``running`` summary.
+
+        Raises:
+            UsageError: the directory already holds a complete run and ``force`` is False.
+        """
+        path = Path(out) / run_name(config)
+        if not force and read_status(path) == "complete":
+            raise UsageError(f"run directory {path} already holds a complete run; pass --force to overwrite")
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in (HISTORY, PARAMS):
+            (path / stale).unlink(missing_ok=True)
+        write_json(path / CONFIG, config)
+        write_json(path / MANIFEST, manifest)
+        write_json(path / SUMMARY, {"status": "running"})
+        return cls(path)
+
+    def finish(self, status: str, summary: Mapping[str, Any], params: Mapping[str, np.ndarray] | None = None) -> None:
+        """Close the history, save ``params`` (if given) and write the summary with ``status``."""
+        self.history.close()
+        if params is not None:
+            _replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
+        write_json(self.path / SUMMARY, {**summary, "status": status})
