@@ -171,10 +171,16 @@ class TorchTrainer:
         if compiled is not _EAGER:
             try:
                 if compiled is None:
-                    # through a lambda: make_fx counts a bound method's ``self`` as an argument
-                    graph = make_fx(lambda *a: fn(*a))(*args)
-                    compiled = self._compiled[key] = torch.compile(graph, fullgraph=True, dynamic=False)
-                return compiled(*args)  # inductor compiles on the first call
+                    with warnings.catch_warnings():
+                        # inductor's own deprecation notices are not the user's business, and
+                        # under -W error they would make every compile fall back to eager
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        warnings.simplefilter("ignore", FutureWarning)
+                        # through a lambda: make_fx counts a bound method's ``self`` as an argument
+                        graph = make_fx(lambda *a: fn(*a))(*args)
+                        compiled = self._compiled[key] = torch.compile(graph, fullgraph=True, dynamic=False)
+                        return compiled(*args)  # inductor compiles on the first call
+                return compiled(*args)
             except Exception as exc:  # never fail a run for the compiler: the eager step is the same maths
                 why = " ".join(str(exc).split())[:300]  # inductor errors span many lines
                 warnings.warn(f"torch backend: compiling {key[0]!r} failed ({type(exc).__name__}: {why}); "
