@@ -108,7 +108,8 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
             break
 
     final = result.history[-1]
-    result.params = trainer.export(state)
+    # with the input normalisation, the parameters alone reproduce the network (backends.jets)
+    result.params = {**trainer.export(state), "norm_mu": mu, "norm_sigma": sigma}
     result.summary = {
         "steps": done,
         "error": final[problem.primary_metric],

@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "helmholtz": "problems.helmholtz:Helmholtz",
     "klein-gordon": "problems.klein_gordon:KleinGordon",
     "poisson1d": "problems.poisson1d:Poisson1D",
+    "cavity": "problems.cavity:Cavity",
 }
 
 

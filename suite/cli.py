@@ -1,8 +1,9 @@
-"""The ``gradpath`` command: ``list`` what can be run, ``run`` one training and record it.
+"""The ``gradpath`` command: ``list`` what can be run, ``run`` one training and record it, ``campaign`` runs
+many into a store, ``reproduce`` runs a preset and writes its tables and report, ``report`` rebuilds those.
 
-Exit codes: 0 success; 1 the run diverged; 2 a usage error (one line on stderr, no traceback);
-130 interrupted. Only :func:`main` turns a :class:`UsageError` into that line, so a bug still
-shows its traceback.
+Exit codes: 0 success; 1 the run diverged (``run``) or some run failed (``campaign``, ``reproduce``);
+2 a usage error (one line on stderr, no traceback); 130 interrupted. Only :func:`main` turns a
+:class:`UsageError` into that line, so a bug still shows its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,10 +21,15 @@ from backends.settings import TrainSettings
 from backends.training import TrainResult
 from problems import Problem, get_problem
 from problems.errors import UsageError
+from suite.campaign import RunSpec, expand, load_campaign
+from suite.execute import CampaignResult, run_campaign
+from suite.executors import EXECUTORS, make_executor
 from suite.listing import listing
 from suite.manifest import manifest
 from suite.progress import Progress
+from suite.reference import add_reference_command
 from suite.record import SUMMARY, RunRecord
+from suite.store import DEFAULT_STORE, Store, gather, write_tables
 
 
 def _finite_float(text: str) -> float:
@@ -60,6 +67,16 @@ SETTING_OPTIONS: dict[str, tuple[tuple[str, ...], Any, str, str]] = {
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with errors in gradpath's one-line form (exit code 2)."""
 
@@ -70,7 +87,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gradpath``; each subcommand sets ``command``."""
     parser = _Parser(prog="gradpath", description="Reproduce and benchmark PINN training (Wang, Teng & Perdikaris 2021).")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="{list,run}")
+    commands = parser.add_subparsers(title="commands", required=True,
+                                     metavar="{list,run,campaign,reproduce,report,reference}")
     commands.add_parser("list", help="problems, backends, methods and option values").set_defaults(command=cmd_list)
 
     run = commands.add_parser(
@@ -88,10 +106,49 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the torch step eagerly (same maths, no compile time; jax always compiles)")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="a problem parameter, e.g. --param a2=1 (repeatable)")
+    run.add_argument("--form", metavar="NAME", help="cavity formulation: psi-p (default) or u-v-p; "
+                     "the same as --param form=NAME")
     run.add_argument("--out", default="runs", metavar="DIR", help="directory of run records (default: runs)")
     run.add_argument("--force", action="store_true", help="overwrite a complete run with the same configuration")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_campaign_commands(commands)
+    add_reference_command(commands, _finite_float)
     return parser
+
+
+def _add_campaign_commands(commands) -> None:
+    campaign = commands.add_parser(
+        "campaign", help="run every run of a preset or campaign file into a results store",
+        description="Run the cartesian product a campaign describes (a preset name or a TOML file), each run in "
+                    "its own process, skipping runs the store holds as complete or diverged and redoing the rest. "
+                    "Writes runs.parquet, runs.csv and history.parquet of the whole store into it.")
+    campaign.set_defaults(command=cmd_campaign)
+    campaign.add_argument("source", metavar="PRESET_OR_TOML", help="a preset (smoke, table2, table3, cavity, paper) "
+                          "or a campaign .toml file")
+    campaign.add_argument("--dry-run", action="store_true", help="list the runs and which are done; train nothing")
+    reproduce = commands.add_parser(
+        "reproduce", help="run a preset and write its tables and REPORT.md",
+        description="Run a preset (as `gradpath campaign`), then write results/<preset>/: runs.csv, runs.parquet, "
+                    "history.parquet, the paper's tables as csv/md/tex and REPORT.md with the paper's values beside ours.")
+    reproduce.set_defaults(command=cmd_reproduce)
+    report = commands.add_parser(
+        "report", help="rebuild a preset's tables and REPORT.md from the store, without training",
+        description="Write results/<preset>/ from the runs the store holds; missing runs are listed as missing.")
+    report.set_defaults(command=cmd_report)
+    for sub in (reproduce, report):
+        sub.add_argument("--preset", required=True, metavar="NAME", help="a preset or a campaign .toml file")
+        sub.add_argument("--out", metavar="DIR", help="results directory (default: results/<campaign name>)")
+    for sub in (campaign, reproduce, report):
+        sub.add_argument("--store", default=DEFAULT_STORE, metavar="DIR",
+                         help=f"results store directory (default: {DEFAULT_STORE})")
+    for sub in (campaign, reproduce):
+        sub.add_argument("--jobs", type=_positive_int, metavar="N",
+                         help="runs at once on this machine (default: the number of CPUs)")
+        sub.add_argument("--executor", default="local", choices=EXECUTORS,
+                         help="local processes (default), a dask scheduler, or a local dask cluster")
+        sub.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address, e.g. tcp://HOST:8786")
+        sub.add_argument("--workers", type=_positive_int, metavar="N", help="dask-local: number of workers")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar or per-run lines")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -136,7 +193,10 @@ def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunR
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    problem = get_problem(args.problem, **dict(map(_key_value, args.param)))
+    params = dict(map(_key_value, args.param))
+    if args.form is not None:
+        params["form"] = args.form
+    problem = get_problem(args.problem, **params)
     names = [*SETTING_OPTIONS, "compile"]
     settings = TrainSettings(**{name: getattr(args, name) for name in names if hasattr(args, name)})
     backend = get_backend(args.backend)
@@ -163,6 +223,71 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _plan(source: str) -> tuple[Any, list[RunSpec]]:
+    campaign = load_campaign(source)
+    return campaign, expand(campaign)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Any, list[RunSpec], Store, CampaignResult]:
+    """Load, expand and run a campaign; then write the store's runs and history tables."""
+    campaign, specs = _plan(args.source if hasattr(args, "source") else args.preset)
+    store = Store(args.store)
+    executor = make_executor(args.executor, jobs=args.jobs, scheduler=args.scheduler, workers=args.workers)
+    try:
+        result = run_campaign(specs, store, executor, argv=argv, quiet=args.quiet)
+    finally:
+        executor.close()
+    runs, history = gather(store)
+    write_tables(store.root, runs, history)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items())) or "nothing to run"
+    print(f"campaign {campaign.name}: {result.planned} runs, {result.already} already done; this time: {counts}; "
+          f"store {store.root} (runs.parquet, runs.csv, history.parquet)")
+    return campaign, specs, store, result
+
+
+def cmd_campaign(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.dry_run:
+        campaign, specs = _plan(args.source)
+        store = Store(args.store, create=False)
+        states = [store.state(spec) for spec in specs]
+        for spec, state in zip(specs, states):
+            what = {"missing": "to run"}.get(state.status, "done" if state.done else f"redo ({state.status}"
+                                             + (f": {state.reason})" if state.reason else ")"))
+            print(f"{what:<10} {spec.name}")
+        done = sum(s.done for s in states)
+        print(f"campaign {campaign.name} ({campaign.source}): {len(specs)} runs, {done} done, "
+              f"{len(specs) - done} to run; store {store.root}")
+        return 0
+    *_, result = _run(args, argv)
+    return 1 if result.counts["failed"] else 0
+
+
+def _results_dir(args: argparse.Namespace, campaign: Any) -> str:
+    return args.out or f"results/{campaign.name}"
+
+
+def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from suite.report import build_report
+
+    campaign, specs, store, result = _run(args, argv)
+    files = build_report(campaign, specs, store, _results_dir(args, campaign))
+    print(f"wrote {len(files)} files to {files[-1].parent}: " + ", ".join(p.name for p in files))
+    return 1 if result.counts["failed"] else 0
+
+
+def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from suite.report import build_report
+
+    campaign, specs = _plan(args.preset)
+    store = Store(args.store, create=False)
+    if not store.root.is_dir():
+        raise UsageError(f"store {str(store.root)!r} does not exist; run `gradpath reproduce --preset "
+                         f"{args.preset}` first, or name the store with --store DIR")
+    files = build_report(campaign, specs, store, _results_dir(args, campaign))
+    print(f"wrote {len(files)} files to {files[-1].parent}: " + ", ".join(p.name for p in files))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gradpath`` with ``argv`` (default: the process's arguments) and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -178,3 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gradpath: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0

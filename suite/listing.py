@@ -32,8 +32,9 @@ def _problem_row(name: str, source: str) -> tuple[str, str, str]:
     except UsageError as exc:  # a broken plugin shows its error and breaks nothing else
         return name, source, f"(failed to load: {exc})"
     params = " ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
-    layers = "-".join(map(str, cls.layers))
-    weighting = getattr(cls, "default_weighting", "code")
+    problem = cls()  # the network and weighting may depend on parameters (the cavity's form)
+    layers = "-".join(map(str, problem.layers))
+    weighting = problem.default_weighting
     return name, source, f"{params or '(no parameters)'}; net {layers}; weighting {weighting}"
 
 

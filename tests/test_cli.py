@@ -41,7 +41,7 @@ def test_list_names_every_choice(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["helmhotz"], "unknown problem 'helmhotz'; choose one of: helmholtz, "),
+    (["helmhotz"], "unknown problem 'helmhotz'; choose one of: cavity, helmholtz, "),
     (["helmhotz"], "(did you mean 'helmholtz'?)"),
     (["helmholtz", "--method", "M5"], "unknown method 'M5'; choose one of: M1, M2, M3, M4"),
     (["helmholtz", "--backend", "jx"], "unknown backend 'jx'; choose one of: jax, torch (did you mean 'jax'?)"),

@@ -43,3 +43,10 @@ def test_float64_variants_agree(gate, weighting):
 @pytest.mark.parametrize("method", ["M1", "M4"])
 def test_float32_first_100_steps_agree_to_1e_4(method):
     assert_equivalent(get_problem("helmholtz"), TrainSettings(method=method, seed=2), 1e-4)
+
+
+@pytest.mark.parametrize("form,method", [("psi-p", "M4"), ("u-v-p", "M2")])
+def test_float64_cavity_forms_agree(form, method):
+    # third derivatives of psi (psi-p) and the continuity residual (u-v-p), with the cavity's weighting
+    problem = get_problem("cavity", form=form)
+    assert_equivalent(problem, TrainSettings(method=method, dtype="float64", width=20, depth=2), 1e-9)

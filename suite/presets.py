@@ -1,0 +1,94 @@
+"""Named campaigns, as data in the same shape as a campaign TOML file (see :mod:`suite.campaign`).
+
+Presets are built when asked for, so ``smoke`` covers every problem registered at that moment
+and ``cavity`` exists only while the problem ``cavity`` is registered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from backends import BUILTIN as BUILTIN_BACKENDS
+from backends import backend_status
+from backends.methods import METHODS
+from problems import problem_names, problem_sources
+
+SEEDS = list(range(10))  # the paper reports the mean of 10 runs (Table 2)
+CAVITY_FORMS = ["psi-p", "u-v-p"]  # Fig. 18 (stream function) and Fig. 17 (velocity-pressure)
+
+
+def _installed_backends() -> list[str]:
+    status = backend_status()
+    return [name for name in BUILTIN_BACKENDS if "not installed" not in status[name]]
+
+
+def smoke() -> dict[str, Any]:
+    """Every registered problem x M1-M4 x every installed built-in backend, 1 seed, 200 steps of a 20x2 net."""
+    problems = problem_names()
+    grids = []
+    for backend in _installed_backends():
+        grid: dict[str, Any] = {"problem": problems, "method": list(METHODS), "backend": [backend], "seed": [0]}
+        if backend == "torch":
+            grid["compile"] = [False]  # torch.compile takes longer than these runs; the maths is the same
+        if "cavity" in problems:
+            grid["form"] = CAVITY_FORMS
+        grids.append(grid)
+    return {"name": "smoke", "description": "every problem, method and backend for 200 steps: does it all run?",
+            "grid": grids, "settings": {"steps": 200, "width": 20, "depth": 2, "log_every": 100}}
+
+
+def table2() -> dict[str, Any]:
+    """Table 2: Helmholtz (a1 = 1, a2 = 4), widths 30/50/100 x depths 3/5/7, M1-M4, 10 seeds."""
+    return {"name": "table2", "description": "Helmholtz, Table 2 of the paper",
+            "grid": {"problem": ["helmholtz"], "width": [30, 50, 100], "depth": [3, 5, 7],
+                     "method": list(METHODS), "backend": ["jax"], "seed": SEEDS}}
+
+
+def table3() -> dict[str, Any]:
+    """Table 3: Klein-Gordon with the authors' 5 x 50 network, M1-M4, 10 seeds."""
+    return {"name": "table3", "description": "Klein-Gordon, Table 3 of the paper",
+            "grid": {"problem": ["klein-gordon"], "method": list(METHODS), "backend": ["jax"], "seed": SEEDS}}
+
+
+def cavity() -> dict[str, Any]:
+    """Lid-driven cavity at Re = 100 in both forms (Figs. 17-18), M1-M4, 10 seeds."""
+    return {"name": "cavity", "description": "lid-driven cavity, stream function and velocity-pressure forms",
+            "grid": {"problem": ["cavity"], "form": CAVITY_FORMS, "method": list(METHODS), "backend": ["jax"],
+                     "seed": SEEDS}}
+
+
+def paper() -> dict[str, Any]:
+    """Every table of the paper: table2, table3 and (when registered) cavity."""
+    parts = [table2(), table3()] + ([cavity()] if _has_cavity() else [])
+    return {"name": "paper", "description": "every result of the paper that gradpath can run",
+            "grid": [part["grid"] for part in parts]}
+
+
+def _has_cavity() -> bool:
+    return "cavity" in problem_sources()
+
+
+def _builders() -> dict[str, Callable[[], dict[str, Any]]]:
+    builders = {"smoke": smoke, "table2": table2, "table3": table3, "cavity": cavity, "paper": paper}
+    if not _has_cavity():
+        del builders["cavity"]
+    return builders
+
+
+class _Presets:
+    """The preset names; membership and iteration follow what is registered now."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in _builders()
+
+    def __iter__(self):
+        return iter(_builders())
+
+
+PRESETS = _Presets()
+
+
+def preset_data(name: str) -> dict[str, Any]:
+    """The campaign data of preset ``name`` (a KeyError if there is none)."""
+    return _builders()[name]()

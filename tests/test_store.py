@@ -1,0 +1,215 @@
+"""The results store: which records count as done, gathering tables, and surviving SIGKILL."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from suite.campaign import expand, load_campaign, parse_campaign
+from suite.cli import main
+from suite.record import CONFIG, HISTORY, PARAMS, SUMMARY, RunRecord, write_json
+from suite.store import Store, gather, inspect_record, write_tables
+
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+TINY_TOML = """
+name = "tiny"
+[grid]
+problem = ["poisson1d"]
+method = ["M1", "M2"]
+seed = [0, 1, 2]
+[settings]
+steps = 30
+log_every = 10
+width = 8
+depth = 1
+"""
+
+
+def _spec(**settings):
+    data = {"grid": {"problem": ["helmholtz"]}, "settings": {"steps": 20, "log_every": 10, **settings}}
+    return expand(parse_campaign(data, "test"))[0]
+
+
+def _fake_run(store: Store, spec, status="complete", rows=2, params=True):
+    """A record as a run would leave it, without training."""
+    record = RunRecord.create(store.root, spec.config, {"command": ["test"]}, force=True)
+    for step in range(1, rows + 1):
+        record.history.append({"step": 10 * step, "seconds": 0.1 * step, "loss_residual": 1.0 / step, "rel_l2": 0.5})
+    summary = {"steps": 10 * rows, "error": 0.5, "metric": "rel_l2", "diverged": status == "diverged",
+               "ms_per_step": 1.0, "device": "cpu"}
+    record.finish(status, summary, {"W0": np.ones((2, 2))} if params else None)
+    return store.path(spec)
+
+
+def test_done_means_a_sound_complete_or_diverged_record(tmp_path):
+    store = Store(tmp_path)
+    spec = _spec()
+    assert store.state(spec).status == "missing" and not store.state(spec).done
+    path = _fake_run(store, spec)
+    assert store.state(spec).status == "complete" and store.state(spec).done
+    _fake_run(store, spec, status="diverged")
+    assert store.state(spec).done
+    for status in ("failed", "interrupted"):
+        _fake_run(store, spec, status=status, params=False)
+        assert store.state(spec).status == status and not store.state(spec).done
+    RunRecord.create(store.root, spec.config, {}, force=True)  # what SIGKILL leaves
+    assert store.state(spec).status == "running" and not store.state(spec).done
+    assert path.name == spec.name and path.name.endswith(spec.key)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda p: (p / SUMMARY).unlink(), "no summary.json"),
+    (lambda p: (p / SUMMARY).write_text('{"status": "comp'), "summary.json unreadable"),
+    (lambda p: (p / SUMMARY).write_text('["complete"]'), "summary.json unreadable"),
+    (lambda p: (p / HISTORY).unlink(), "unreadable record"),
+    (lambda p: (p / HISTORY).write_text("step,seconds\n10,0.1\n"), "history.csv ends before the summary's step"),
+    (lambda p: (p / HISTORY).write_text("step,seconds\n10,0.1\n20,0.2,9\n"), "wrong number of fields"),
+    (lambda p: (p / HISTORY).write_text(""), "unreadable record"),
+    (lambda p: (p / PARAMS).write_bytes(b"PK\x03"), "params.npz missing or unreadable"),
+    (lambda p: write_json(p / CONFIG, {"problem": "other"}), "config.json does not match"),
+])
+def test_a_damaged_complete_record_is_redone(tmp_path, damage, reason):
+    store = Store(tmp_path)
+    spec = _spec()
+    damage(_fake_run(store, spec))
+    state = store.state(spec)
+    assert state.status == "corrupt" and reason in state.reason and not state.done
+
+
+def test_gather_makes_one_row_per_run_and_a_long_history(tmp_path):
+    store = Store(tmp_path / "store")
+    specs = [_spec(seed=s) for s in range(3)]
+    _fake_run(store, specs[0], rows=2)
+    _fake_run(store, specs[1], status="failed", rows=1, params=False)
+    runs, history = gather(store, specs)
+    assert list(runs["status"]) == ["complete", "failed", "missing"]
+    assert list(runs["seed"]) == [0, 1, 2] and set(runs["problem"]) == {"helmholtz"}
+    for column in ("key", "backend", "method", "width", "depth", "steps", "lr", "param_a2", "error", "metric",
+                   "steps_done", "ms_per_step", "diverged", "status"):
+        assert column in runs, column
+    assert runs.loc[0, "steps"] == 20 and runs.loc[0, "steps_done"] == 20  # planned vs done, not clashing
+    assert len(history) == 3 and set(history["key"]) == {specs[0].key, specs[1].key}
+    written = write_tables(tmp_path / "out", runs, history)
+    assert [p.name for p in written] == ["runs.parquet", "runs.csv", "history.parquet"]
+    back = pd.read_parquet(tmp_path / "out" / "runs.parquet")
+    assert list(back["key"]) == [s.key for s in specs]
+    all_runs, _ = gather(store)  # the whole store: only what is on disk
+    assert len(all_runs) == 2
+
+
+def _records(store: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in store.glob(f"*/{SUMMARY}")}
+
+
+@pytest.fixture(scope="module")
+def killed_then_resumed(tmp_path_factory):
+    """Run a 6-run campaign with --jobs 1, SIGKILL it after the first run completes, then resume it."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    root = tmp_path_factory.mktemp("kill")
+    source, store = root / "tiny.toml", root / "store"
+    source.write_text(TINY_TOML)
+    command = [sys.executable, "-m", "suite", "campaign", str(source), "--store", str(store), "--jobs", "1"]
+    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    first_done = time.monotonic()
+    deadline = first_done + 90
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            statuses = [s.get("status") for s in _records(store).values()]
+            # kill once one run is complete and, if it shows up in time, while the next is in flight
+            if "complete" in statuses and ("running" in statuses or time.monotonic() > first_done + 5):
+                break
+            if "complete" not in statuses:
+                first_done = time.monotonic()
+            time.sleep(0.02)
+        assert proc.poll() is None, "the campaign ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    orphans = True
+    for _ in range(50):  # workers notice their parent is gone within 0.5 s and exit
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            orphans = False
+            break
+        time.sleep(0.1)
+    after_kill = _records(store)
+    specs = expand(load_campaign(str(source)))
+    states_after_kill = {s.name: Store(store).state(s) for s in specs}
+    resumed = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
+    return {"store": store, "specs": specs, "after_kill": after_kill, "orphans": orphans, "states": states_after_kill,
+            "resumed": resumed, "source": source, "root": root}
+
+
+def test_sigkill_loses_only_runs_in_flight(killed_then_resumed):
+    after_kill, states = killed_then_resumed["after_kill"], killed_then_resumed["states"]
+    done = [name for name, state in states.items() if state.done]
+    assert len(done) >= 1
+    for name, summary in after_kill.items():
+        assert summary["status"] in ("complete", "running"), (name, summary)  # nothing torn, nothing failed
+        if summary["status"] == "complete":
+            assert states[name].done  # a record that says complete is a sound one
+    assert len([s for s in after_kill.values() if s["status"] == "running"]) <= 1  # --jobs 1
+    assert not killed_then_resumed["orphans"], "a worker outlived the killed campaign"
+
+
+def test_resume_completes_every_run_exactly_once(killed_then_resumed):
+    store, specs, resumed = killed_then_resumed["store"], killed_then_resumed["specs"], killed_then_resumed["resumed"]
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    done_before = sum(state.done for state in killed_then_resumed["states"].values())
+    assert f"6 runs, {done_before} already done; this time: {6 - done_before} complete" in resumed.stdout
+    dirs = sorted(p.name for p in store.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert dirs == sorted(s.name for s in specs)  # one directory per run, no strays
+    for spec in specs:
+        assert Store(store).state(spec).status == "complete"
+        history = pd.read_csv(store / spec.name / HISTORY)
+        assert list(history["step"]) == [10, 20, 30]  # no duplicated or torn rows
+        assert not list((store / spec.name).glob(".*"))  # no temporary files left behind
+    runs = pd.read_parquet(store / "runs.parquet")
+    assert sorted(runs["key"]) == sorted(s.key for s in specs) and set(runs["status"]) == {"complete"}
+    assert len(pd.read_parquet(store / "history.parquet")) == 6 * 3
+
+
+def test_report_rebuilds_tables_from_the_store(killed_then_resumed, capsys):
+    root, store = killed_then_resumed["root"], killed_then_resumed["store"]
+    out = root / "report"
+    assert main(["report", "--preset", str(killed_then_resumed["source"]), "--store", str(store),
+                 "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"runs.csv", "runs.parquet", "history.parquet", "REPORT.md", "poisson1d.csv", "poisson1d.md",
+            "poisson1d.tex"} <= names
+    report = (out / "REPORT.md").read_text()
+    assert "6 runs planned: 6 complete" in report and "`steps`: 30 (paper 40001)" in report
+    cells = pd.read_csv(out / "poisson1d.csv")
+    assert list(cells["method"]) == ["M1", "M2"] and list(cells["n"]) == [3, 3]
+    assert main(["report", "--preset", "tiny.toml", "--store", str(root / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@needs_jax
+def test_dry_run_tells_partial_runs_apart(tmp_path, capsys):
+    store = Store(tmp_path / "store")
+    source = tmp_path / "tiny.toml"
+    source.write_text(TINY_TOML)
+    specs = expand(load_campaign(str(source)))
+    _fake_run(store, specs[0], rows=3)
+    RunRecord.create(store.root, specs[1].config, {}, force=True)
+    assert inspect_record(store.path(specs[1])).status == "running"
+    assert main(["campaign", str(source), "--store", str(store.root), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("done") and lines[1].startswith("redo (running)") and lines[2].startswith("to run")
+    assert "6 runs, 1 done, 5 to run" in lines[-1]
