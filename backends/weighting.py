@@ -11,6 +11,9 @@ Note:
     the code puts EMA weight 0.9 on the *old* lambda, divides by the gradient of the
     lambda-weighted loss (fixed point lambda = sqrt(r) instead of r), uses weight matrices only
     and averages per-layer means. The paper's numbers come from the code (spec 3.2).
+    Every variant runs with the code's timing: lambda_hat from the gradients *after* the step,
+    on the same batch, used from the next step on; Algorithm 1 as printed computes it before
+    the step and uses it in that step.
 """
 
 from __future__ import annotations

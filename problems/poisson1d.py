@@ -38,4 +38,5 @@ class Poisson1D(Problem):
 
     def terms(self):
         return (Term("residual", (INTERVAL,), ("u_xx",), self.residual),
-                Term("boundary", (INTERVAL.face(0, "lo"), INTERVAL.face(0, "hi")), ("u",), self.boundary))
+                # eq. 13: one mean over all boundary points, i.e. half the sum of the two ends' means
+                Term("boundary", (INTERVAL.face(0, "lo"), INTERVAL.face(0, "hi")), ("u",), self.boundary, 0.5))

@@ -105,6 +105,21 @@ def test_gated_code_form_against_hand_computed_forward_pass():
     np.testing.assert_allclose(got, [want_paper], rtol=1e-14)
 
 
+def test_gated_code_2020_form_against_hand_computed_forward_pass():
+    """Spec 4.3 bug history: before July 2021 the second branch was tanh(1 - H W + b) * V."""
+    x = np.array([[0.3, 0.8]])
+    E1, c1, E2, c2 = np.array([[0.2], [-0.1]]), np.array([0.1]), np.array([[0.5], [0.4]]), np.array([-0.2])
+    W0, b0, W1, b1 = np.array([[0.7], [-0.3]]), np.array([0.05]), np.array([[2.0]]), np.array([0.1])
+    U = np.tanh(0.3 * 0.2 + 0.8 * -0.1 + 0.1)
+    V = np.tanh(0.3 * 0.5 + 0.8 * 0.4 - 0.2)
+    HW = 0.3 * 0.7 + 0.8 * -0.3
+    H = np.tanh(HW + 0.05) * U + np.tanh(1 - HW + 0.05) * V
+    want = H * 2.0 + 0.1
+    params = dict(W0=W0, b0=b0, W1=W1, b1=b1, E1=E1, c1=c1, E2=E2, c2=c2)
+    got = network_jets(np, params, x, np.zeros(2), np.ones(2), [(0, ())], net="gated", gate="code-2020")[0]
+    np.testing.assert_allclose(got, [want], rtol=1e-14)
+
+
 def test_init_is_glorot_normal_with_random_encoder_biases():
     rng = np.random.default_rng(0)
     p = init_params((2, 400, 400, 1), "gated", rng)

@@ -77,3 +77,34 @@ def test_settings_reject_bad_values_naming_the_flag():
                             ({"weighting": "cod"}, "unknown weighting variant")]:
         with pytest.raises(UsageError, match=pattern):
             TrainSettings(**kwargs)
+
+
+def test_lambda_after_step_0_uses_the_post_step_gradients_of_that_batch(backend):
+    """Spec 3.2.5: lambda_hat comes from the gradients at the updated parameters, on step 0's batch."""
+    problem = get_problem("helmholtz")
+    settings = TrainSettings(method="M2", width=10, depth=2, dtype="float64", compile=False)
+    trainer = get_backend(backend).trainer(problem, settings, "cpu")
+    streams = seed_streams(0)
+    state = trainer.init(init_params(settings.layers_for(problem), "mlp", streams["init"]),
+                         *problem.normalisation(streams["normalisation"]))
+    batches = draw_batches(problem, streams["batches"], 1, 128, "float64")
+    before_losses, before_grads = trainer.gradients(state, [b[0] for b in batches])
+    state, out = trainer.train(state, batches, 0)
+    _, after_grads = trainer.gradients(state, [b[0] for b in batches])
+    weighting = settings.weighting_for(problem)
+    want = weighting.update(np, after_grads, np.ones(2))
+    np.testing.assert_allclose(out.weights[0], want, rtol=1e-10)
+    assert not np.allclose(weighting.update(np, before_grads, np.ones(2)), want, rtol=1e-6)
+    np.testing.assert_allclose(out.losses[0], before_losses, rtol=1e-12)  # logged: before the step
+
+
+def test_adam_tf1_form_matches_a_hand_computed_step():
+    # one step from zero moments: m = 0.1 g, v = 0.001 g^2; tf1: lr_t = lr sqrt(1 - 0.999) / (1 - 0.9)
+    g, lr, eps = 0.5, 1e-2, 1e-8
+    p, _, _ = adam_update({"w": np.array(1.0)}, {"w": np.array(g)}, {"w": np.array(0.0)}, {"w": np.array(0.0)},
+                          0, lr, eps=eps, form="tf1")
+    lr_t = lr * np.sqrt(1 - 0.999) / (1 - 0.9)
+    assert p["w"] == pytest.approx(1.0 - lr_t * (0.1 * g) / (np.sqrt(0.001 * g * g) + eps), rel=1e-14)
+    q, _, _ = adam_update({"w": np.array(1.0)}, {"w": np.array(g)}, {"w": np.array(0.0)}, {"w": np.array(0.0)},
+                          0, lr, eps=eps)
+    assert q["w"] == pytest.approx(1.0 - lr * 1.0 / (1.0 + eps / g), rel=1e-14)  # standard: m_hat/(sqrt(v_hat)+eps)

@@ -77,6 +77,7 @@ class JaxTrainer:
         self.net, self.gate, self.anneal = method.net, settings.gate, method.anneal
         self.weighting = settings.weighting_for(problem)
         self._compiled = None
+        self._last = None  # the newest state, which sync() waits for
         self._chunk_jit = jax.jit(self._chunk)
         self._predict_jit = jax.jit(self._predict, static_argnums=(2,))
         self._gradients_jit = jax.jit(self._term_gradients)
@@ -166,6 +167,7 @@ class JaxTrainer:
             self.warmup(state, batches)
         padded, n = self._padded(batches)
         state, losses, weights = self._compiled(state, padded, n)
+        self._last = state
         steps = batches[0].shape[0]
         return state, ChunkOutput(np.asarray(losses)[:steps], np.asarray(weights)[:steps])
 
@@ -184,4 +186,5 @@ class JaxTrainer:
         return out
 
     def sync(self):
-        (jnp.zeros((), self.dtype) + 0).block_until_ready()
+        if self._last is not None:  # the newest state: everything queued before it is done once it is
+            jax.block_until_ready(self._last)
