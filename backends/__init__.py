@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 
 from backends.protocol import Backend
-from problems.errors import UsageError, unknown_choice
+from problems.errors import UsageError, plugin_failed, unknown_choice
 
 # name -> (module with a ``backend()`` factory, framework module it needs, pip extra)
 BUILTIN: dict[str, tuple[str, str, str]] = {
@@ -29,7 +29,13 @@ def backend_status() -> dict[str, str]:
         ok = importlib.util.find_spec(framework) is not None
         out[name] = "builtin" if ok else f"builtin (not installed: pip install 'gradpath[{extra}]')"
     for ep in entry_points(group="gradpath.backends"):
-        out.setdefault(ep.name, f"plugin {ep.value}")
+        if ep.name in out:
+            continue
+        try:  # import only (the factory builds nothing until a run): a broken plugin shows its error
+            ep.load()
+            out[ep.name] = f"plugin {ep.value}"
+        except Exception as exc:
+            out[ep.name] = f"plugin {ep.value} ({plugin_failed('backend', ep.name, ep.value, exc)})"
     return out
 
 
@@ -46,5 +52,5 @@ def get_backend(name: str) -> Backend:
             try:
                 return ep.load()()
             except Exception as exc:  # a broken plugin names itself and breaks nothing else
-                raise UsageError(f"backend plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
+                raise plugin_failed("backend", name, ep.value, exc) from exc
     raise unknown_choice("backend", name, backend_status())

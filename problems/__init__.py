@@ -16,7 +16,7 @@ from typing import Any
 from problems.core import Problem as Problem
 from problems.core import Term as Term
 from problems.errors import UsageError as UsageError
-from problems.errors import unknown_choice
+from problems.errors import plugin_failed, unknown_choice
 from problems.geometry import Box as Box
 
 BUILTIN: dict[str, str] = {
@@ -48,9 +48,12 @@ def problem_class(name: str) -> type[Problem]:
     for ep in entry_points(group="gradpath.problems"):
         if ep.name == name:
             try:
-                return ep.load()
+                cls = ep.load()
+                if not (isinstance(cls, type) and issubclass(cls, Problem) and dataclasses.is_dataclass(cls)):
+                    raise TypeError(f"{cls!r} is not a Problem subclass decorated with @dataclass")
+                return cls
             except Exception as exc:  # a broken plugin must name itself, not break the others
-                raise UsageError(f"problem plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
+                raise plugin_failed("problem", name, ep.value, exc) from exc
     raise unknown_choice("problem", name, problem_sources())
 
 

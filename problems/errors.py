@@ -36,3 +36,14 @@ def require_positive(name: str, value: object, *, integer: bool = True) -> None:
     if not ok or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
         what = "a positive integer" if integer else "a positive number"
         raise UsageError(f"{name} must be {what}, got {value!r}")
+
+
+def plugin_failed(kind: str, name: str, target: str, exc: BaseException) -> UsageError:
+    """The one-line error for a plugin whose entry point cannot be loaded, naming the plugin.
+
+    Example:
+        >>> str(plugin_failed("problem", "p2", "pkg:P2", ImportError("no module named 'pkg'")))
+        "problem plugin 'p2' (pkg:P2) failed to load: ImportError: no module named 'pkg'"
+    """
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever the exception says
+    return UsageError(f"{kind} plugin {name!r} ({target}) failed to load: {reason}")

@@ -11,6 +11,7 @@ from backends.methods import GATES, METHODS
 from backends.settings import TrainSettings
 from backends.weighting import WEIGHTINGS
 from problems import UsageError, problem_class, problem_sources
+from problems.errors import plugin_failed
 
 # backends.adam documents the two forms in its module Note; these are its one-line versions
 ADAM_DESCRIPTIONS = {
@@ -31,10 +32,13 @@ def _problem_row(name: str, source: str) -> tuple[str, str, str]:
         cls = problem_class(name)
     except UsageError as exc:  # a broken plugin shows its error and breaks nothing else
         return name, source, f"(failed to load: {exc})"
-    params = " ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
-    problem = cls()  # the network and weighting may depend on parameters (the cavity's form)
-    layers = "-".join(map(str, problem.layers))
-    weighting = problem.default_weighting
+    try:
+        params = " ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+        problem = cls()  # the network and weighting may depend on parameters (the cavity's form)
+        layers = "-".join(map(str, problem.layers))
+        weighting = problem.default_weighting
+    except Exception as exc:  # a plugin class that loads but cannot be built
+        return name, source, f"(failed to load: {plugin_failed('problem', name, source.removeprefix('plugin '), exc)})"
     return name, source, f"{params or '(no parameters)'}; net {layers}; weighting {weighting}"
 
 

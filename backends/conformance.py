@@ -1,0 +1,322 @@
+"""Conformance kit: plain checks a problem or backend plugin calls from its own pytest file.
+
+Every check is a function that raises ``AssertionError`` with a readable message; none needs a
+framework at import time (pytest and the frameworks are imported inside the checks that use
+them). Parametrise them in your test file, e.g.::
+
+    import pytest
+    from backends import conformance as kit
+    from problems import get_problem
+
+    def test_my_problem():
+        kit.check_problem(get_problem("my-problem"))
+
+    @pytest.mark.parametrize("problem", kit.problem_names_for_conformance())
+    @pytest.mark.parametrize("method", ["M1", "M2", "M3", "M4"])
+    def test_my_backend_matches_jax(problem, method):
+        kit.check_equivalence("my-backend", kit.small_problem(problem), method)
+
+Problem checks: :func:`check_metadata`, :func:`check_sampling`, :func:`check_normalisation`,
+:func:`check_exact_solution` (all four: :func:`check_problem`). Backend checks:
+:func:`check_derivatives`, :func:`check_equivalence`, :func:`check_loss_decreases`,
+:func:`check_deterministic`, :func:`check_weighting_golden` (all: :func:`check_backend`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from backends.data import draw_batches, seed_streams
+from backends.init import init_params
+from backends.losses import derivatives
+from backends.settings import TrainSettings
+from problems import get_problem, problem_names
+from problems.core import Problem, parse_derivative
+
+REFERENCE_BACKEND = "jax"
+METHOD_NAMES = ("M1", "M2", "M3", "M4")
+
+# -- golden values of the annealing rules (also used by tests/test_weighting.py) ------------------
+# Gradients of a [2, 2, 1] net: residual term first, then one boundary term; current lambdas LAM.
+WEIGHTING_GRADIENTS = (
+    {"W0": [[1.0, -4.0], [2.0, 0.0]], "b0": [0.5, -1.0], "W1": [[3.0], [-1.0]], "b1": [6.0]},
+    {"W0": [[0.5, -0.5], [1.0, 0.0]], "b0": [0.25, 0.25], "W1": [[2.0], [0.0]], "b1": [1.0]},
+)
+WEIGHTING_LAMBDAS = (1.0, 2.0)
+# By hand:
+#   max|grad_W L_r|              = 4                  (weights only)   max over all = 6 (b1)
+#   layer means |grad_W L_b|     = W0: 2/4 = 0.5, W1: 2/2 = 1 -> mean of means 0.75
+#   global mean |grad_W L_b|     = 4/6;  over all params: (4 + 0.5 + 2 + 1)/9 = 5.5/9
+#   global mean |grad L_r| (all) = (7 + 1.5 + 4 + 6)/9 = 18.5/9
+#   per-layer ratios (cavity)    = W0: (4 / (2 * 0.5)) = 4, W1: 3 / (2 * 1) = 1.5 -> 4
+#   gradient norms (grad-norm)   = |g_r| = sqrt(68.25), |g_b| = sqrt(6.625); new lambda_i moves
+#                                  towards mean(|g|) / |g_i|, EMA 0.9 on the old value
+_NORM_R, _NORM_B = math.sqrt(68.25), math.sqrt(6.625)
+WEIGHTING_GOLDEN: dict[str, tuple[float, float]] = {
+    # code: lam_hat = 4 / (lam * 0.75) = 4 / 1.5; EMA 0.1 on the new value
+    "code": (1.0, 0.9 * 2.0 + 0.1 * (4 / 1.5)),
+    # paper: lam_hat = 6 / (5.5/9) over all parameters, unweighted; EMA 0.9 on the new value
+    "paper": (1.0, 0.1 * 2.0 + 0.9 * (6 / (5.5 / 9))),
+    # code-cavity: max over layers of the per-layer ratio = 4
+    "code-cavity": (1.0, 0.9 * 2.0 + 0.1 * 4.0),
+    # mean: (18.5/9) / (5.5/9)
+    "mean": (1.0, 0.9 * 2.0 + 0.1 * (18.5 / 5.5)),
+    "grad-norm": (0.9 * 1.0 + 0.1 * (_NORM_R + _NORM_B) / 2 / _NORM_R,
+                  0.9 * 2.0 + 0.1 * (_NORM_R + _NORM_B) / 2 / _NORM_B),
+}
+
+
+def weighting_inputs(xp: Any = np) -> tuple[list[dict[str, Any]], Any]:
+    """The golden gradients and lambdas as float64 arrays of namespace ``xp``."""
+    grads = [{k: xp.asarray(np.asarray(v, np.float64)) for k, v in g.items()} for g in WEIGHTING_GRADIENTS]
+    return grads, xp.asarray(np.asarray(WEIGHTING_LAMBDAS, np.float64))
+
+
+def check_weighting_golden(xp: Any = np, names: Iterable[str] | None = None, rtol: float = 1e-12) -> None:
+    """Every annealing variant, run with array namespace ``xp``, reproduces the hand-computed values.
+
+    A backend passes the namespace its compiled step hands to ``Weighting.update`` (jax.numpy,
+    ``array_api_compat.torch``, ...).
+    """
+    from backends.weighting import get_weighting
+
+    for name in names or WEIGHTING_GOLDEN:
+        grads, lam = weighting_inputs(xp)
+        new = np.asarray(get_weighting(name).update(xp, grads, lam), np.float64)
+        np.testing.assert_allclose(new, WEIGHTING_GOLDEN[name], rtol=rtol, err_msg=f"weighting {name!r}")
+
+
+# -- problems -------------------------------------------------------------------------------------
+def problem_names_for_conformance() -> list[str]:
+    """Every registered problem (built-in and plugins)."""
+    return problem_names()
+
+
+def small_problem(name: str) -> Problem:
+    """The problem ``name`` with defaults, except a coarse cavity reference (fast to compute)."""
+    return get_problem(name, reference_n=32) if name == "cavity" else get_problem(name)
+
+
+def check_metadata(problem: Problem) -> None:
+    """Name, inputs, outputs, layers, test grid, reference and metrics are complete and consistent."""
+    name = problem.name
+    assert isinstance(name, str) and name, "problem.name must be a non-empty string"
+    inputs, outputs = tuple(problem.inputs), tuple(problem.outputs)
+    assert inputs and all(isinstance(c, str) and len(c) == 1 for c in inputs), \
+        f"{name}: inputs must be one-letter names, got {inputs}"
+    assert len(set(inputs)) == len(inputs), f"{name}: inputs must be unique, got {inputs}"
+    assert outputs and len(set(outputs)) == len(outputs) and all("_" not in o for o in outputs), \
+        f"{name}: outputs must be unique names without '_', got {outputs}"
+    layers = tuple(problem.layers)
+    assert len(layers) >= 3 and all(isinstance(n, int) and n > 0 for n in layers), \
+        f"{name}: layers must be positive ints (inputs, hidden..., outputs), got {layers}"
+    assert layers[0] == len(inputs) and layers[-1] == len(outputs), \
+        f"{name}: layers {layers} must start with len(inputs)={len(inputs)} and end with len(outputs)={len(outputs)}"
+    assert problem.domain.dim == len(inputs), f"{name}: domain has dim {problem.domain.dim}, inputs {inputs}"
+    terms = problem.terms()
+    assert terms and terms[0].name == "residual", f"{name}: the first term must be 'residual'"
+    assert len(set(problem.term_names())) == len(terms), f"{name}: term names must be unique"
+    for key in problem.solution_needs:
+        parse_derivative(key, inputs, outputs)
+    grid = problem.test_grid()
+    n = problem.test_points_per_axis
+    assert grid.shape == (n ** len(inputs), len(inputs)), f"{name}: test grid shape {grid.shape}"
+    assert problem.domain.contains(grid).all(), f"{name}: test grid leaves the domain"
+    ref = np.asarray(problem.reference(grid), np.float64)
+    assert ref.shape[0] == grid.shape[0] and np.isfinite(ref).all(), f"{name}: reference not finite or mis-shaped"
+    metrics = problem.metrics(ref, ref)
+    assert problem.primary_metric in metrics, \
+        f"{name}: metrics {sorted(metrics)} lack the primary metric {problem.primary_metric!r}"
+    assert abs(metrics[problem.primary_metric]) < 1e-12, f"{name}: the reference has a non-zero error"
+    off = problem.metrics(ref * 1.1 + 0.1, ref)
+    assert all(np.isfinite(v) for v in off.values()) and off[problem.primary_metric] > 0, \
+        f"{name}: metrics of a wrong prediction must be finite and positive, got {off}"
+    from backends.weighting import get_weighting
+    get_weighting(problem.default_weighting)
+
+
+def check_sampling(problem: Problem, seed: int = 0, steps: int = 3, batch_size: int = 64) -> None:
+    """Batches stay in their regions and the domain, and one seed always draws the same points."""
+    batches = draw_batches(problem, np.random.default_rng(seed), steps, batch_size, "float64")
+    terms = problem.terms()
+    assert len(batches) == len(terms), f"{problem.name}: one batch array per term expected"
+    for term, b in zip(terms, batches):
+        assert b.shape == (steps, len(term.regions), batch_size, len(problem.inputs)), \
+            f"{problem.name} term {term.name!r}: batch shape {b.shape}"
+        for r, region in enumerate(term.regions):
+            assert region.contains(b[:, r]).all(), f"{problem.name} term {term.name!r}: points leave region {r}"
+            assert problem.domain.contains(b[:, r]).all(), f"{problem.name} term {term.name!r}: points leave the domain"
+    again = draw_batches(problem, np.random.default_rng(seed), steps, batch_size, "float64")
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again)), f"{problem.name}: sampling not deterministic"
+    other = draw_batches(problem, np.random.default_rng(seed + 1), steps, batch_size, "float64")
+    assert not np.array_equal(batches[0], other[0]), f"{problem.name}: the seed does not change the batches"
+
+
+def check_normalisation(problem: Problem, seed: int = 0) -> None:
+    """Input mean and standard deviation are finite, of shape (d,), with sigma > 0, and seeded."""
+    mu, sigma = problem.normalisation(seed_streams(seed)["normalisation"])
+    d = len(problem.inputs)
+    assert np.shape(mu) == (d,) and np.shape(sigma) == (d,), f"{problem.name}: mu/sigma must have shape ({d},)"
+    assert np.isfinite(mu).all() and np.isfinite(sigma).all() and (sigma > 0).all(), \
+        f"{problem.name}: normalisation mu={mu}, sigma={sigma}"
+    mu2, sigma2 = problem.normalisation(seed_streams(seed)["normalisation"])
+    assert np.array_equal(mu, mu2) and np.array_equal(sigma, sigma2), f"{problem.name}: normalisation not seeded"
+
+
+@lru_cache(maxsize=None)
+def _stencil(order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Central finite-difference offsets and weights for the ``order``-th derivative (accuracy >= 6)."""
+    m = order // 2 + 3
+    offsets = np.arange(-m, m + 1, dtype=np.float64)
+    vander = np.vander(offsets, increasing=True).T  # row p: offsets**p
+    rhs = np.zeros(len(offsets))
+    rhs[order] = math.factorial(order)
+    return offsets, np.linalg.solve(vander, rhs)
+
+
+def finite_difference(problem: Problem, x: np.ndarray, keys: Sequence[str], h: float | None = None) -> dict[str, np.ndarray]:
+    """Derivative keys of ``problem.exact`` at ``x`` by tensor-product central differences (float64 numpy)."""
+    extent = max(max(h_ - l_ for l_, h_ in zip(problem.domain.lo, problem.domain.hi)), 1e-3)
+    out = {}
+    for key in keys:
+        column, index = parse_derivative(key, problem.inputs, problem.outputs)
+        output = problem.outputs[column]
+        counts = {i: index.count(i) for i in set(index)}
+        step = h if h is not None else extent * (2e-3 if len(index) <= 2 else 1e-2)
+        total = np.zeros(len(x))
+        grids = [(axis, *_stencil(k)) for axis, k in counts.items()]
+        combos: list[tuple[np.ndarray, float]] = [(np.zeros(x.shape[1]), 1.0)]
+        for axis, offs, weights in grids:
+            combos = [(shift + np.eye(x.shape[1])[axis] * o * step, w * wt / step ** counts[axis])
+                      for shift, w in combos for o, wt in zip(offs, weights) if wt != 0.0]
+        for shift, w in combos:
+            total = total + w * np.asarray(problem.exact(np, x + shift)[output], np.float64)
+        out[key] = total
+    return out
+
+
+def check_exact_solution(problem: Problem, seed: int = 0, batch_size: int = 64, rtol: float = 1e-6) -> None:
+    """Every term's misfit vanishes on the exact solution (skipped without ``problem.exact``).
+
+    Derivatives come from finite differences of ``problem.exact`` (see :func:`finite_difference`);
+    the tolerance is relative to the largest magnitude among the derivatives and the misfit with
+    every derivative set to zero (the forcing).
+    """
+    probe = problem.exact(np, problem.domain.sample(np.random.default_rng(seed), (2,)))
+    if probe is None:
+        return
+    assert set(probe) == set(problem.outputs), f"{problem.name}: exact() returns {sorted(probe)}, outputs {problem.outputs}"
+    batches = draw_batches(problem, np.random.default_rng(seed), 1, batch_size, "float64")
+    for term, b in zip(problem.terms(), batches):
+        for r in range(len(term.regions)):
+            x = b[0, r]
+            d = finite_difference(problem, x, term.needs)
+            misfit = term.misfit(np, x, d)
+            zero = term.misfit(np, x, {k: np.zeros(len(x)) for k in term.needs})
+            parts = misfit if isinstance(misfit, tuple) else (misfit,)
+            forcing = zero if isinstance(zero, tuple) else (zero,)
+            scale = max([1.0] + [float(np.abs(v).max()) for v in (*d.values(), *forcing)])
+            worst = max(float(np.abs(p).max()) for p in parts)
+            assert worst <= rtol * scale, (f"{problem.name} term {term.name!r} region {r}: the exact solution "
+                                           f"leaves a misfit {worst:.3g} (scale {scale:.3g})")
+
+
+def check_problem(problem: Problem) -> None:
+    """All problem checks: metadata, sampling, normalisation, exact solution."""
+    check_metadata(problem)
+    check_sampling(problem)
+    check_normalisation(problem)
+    check_exact_solution(problem)
+
+
+# -- backends -------------------------------------------------------------------------------------
+def small_settings(method: str = "M1", steps: int = 20, **overrides: Any) -> TrainSettings:
+    """Float64 settings with a tiny network and eager torch, for fast checks."""
+    values = dict(method=method, width=8, depth=2, steps=steps, log_every=steps, batch_size=32,
+                  anneal_every=5, dtype="float64", device="cpu", seed=1, compile=False)
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def _replay(backend: str, problem: Problem, settings: TrainSettings):
+    from backends.replay import replay
+    return replay(backend, problem, settings, steps=settings.steps)
+
+
+@lru_cache(maxsize=64)
+def _reference_replay(backend: str, problem: Problem, settings: TrainSettings):
+    return _replay(backend, problem, settings)
+
+
+def check_derivatives(backend: str, problem: Problem, method: str = "M1", rtol: float = 1e-10) -> None:
+    """``trainer.predict`` on a tiny net equals the framework-free jets (backends.jets in numpy).
+
+    tests/test_jets.py validates the numpy jets against closed-form derivatives.
+    """
+    from backends import get_backend
+
+    settings = small_settings(method)
+    b = get_backend(backend)
+    trainer = b.trainer(problem, settings, b.resolve_device("cpu"))
+    streams = seed_streams(settings.seed)
+    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
+    mu, sigma = problem.normalisation(streams["normalisation"])
+    keys = tuple(dict.fromkeys([k for t in problem.terms() for k in t.needs] + list(problem.solution_needs)))
+    x = problem.domain.sample(np.random.default_rng(3), (50,))
+    got = trainer.predict(trainer.init(params, mu, sigma), x, keys)
+    want = derivatives(np, problem, params, x, mu, sigma, keys, net=settings.method_spec.net, gate=settings.gate)
+    for k in keys:
+        scale = max(float(np.abs(want[k]).max()), 1e-300)
+        diff = float(np.abs(np.asarray(got[k], np.float64) - want[k]).max())
+        assert diff <= rtol * scale, f"{backend} {problem.name} {method}: {k} differs by {diff:.3g} (scale {scale:.3g})"
+
+
+def check_equivalence(backend: str, problem: Problem, method: str, reference: str = REFERENCE_BACKEND,
+                      steps: int = 20, rtol: float = 1e-9, **overrides: Any) -> None:
+    """The first ``steps`` float64 steps match the reference backend (losses, lambdas, gradients, params)."""
+    settings = small_settings(method, steps, **overrides)
+    diff = _replay(backend, problem, settings).max_relative_difference(_reference_replay(reference, problem, settings))
+    assert max(diff.values()) <= rtol, f"{backend} vs {reference}, {problem.name} {method}: {diff}"
+
+
+def check_loss_decreases(backend: str, problem: Problem, method: str = "M1", steps: int = 200) -> None:
+    """The summed loss after ``steps`` steps is below the first step's."""
+    out = _replay(backend, problem, small_settings(method, steps, lr=1e-2, lr_decay_rate=1.0))
+    first, last = float(out.losses[0].sum()), float(out.final_losses.sum())
+    assert np.isfinite(last) and last < first, f"{backend} {problem.name} {method}: loss {first:.4g} -> {last:.4g}"
+
+
+def check_deterministic(backend: str, problem: Problem, method: str = "M4", steps: int = 20) -> None:
+    """The same seed gives bit-identical losses, lambdas, gradients and parameters twice."""
+    settings = small_settings(method, steps)
+    diff = _replay(backend, problem, settings).max_relative_difference(_replay(backend, problem, settings))
+    assert max(diff.values()) == 0.0, f"{backend} {problem.name} {method}: two identical runs differ: {diff}"
+
+
+def check_backend(name: str, problem_names: Iterable[str] | None = None, methods: Iterable[str] = METHOD_NAMES,
+                  reference: str = REFERENCE_BACKEND, xp: Any = None) -> None:
+    """Every backend check in one call (for a quick script; parametrise the parts in pytest).
+
+    ``xp``: the array namespace the backend passes to the annealing rules, for the golden check.
+    """
+    names = list(problem_names or problem_names_for_conformance())
+    for pname in names:
+        problem = small_problem(pname)
+        check_derivatives(name, problem)
+        check_derivatives(name, problem, "M3")
+        for method in methods:
+            check_equivalence(name, problem, method, reference)
+    check_loss_decreases(name, small_problem(names[0]))
+    check_deterministic(name, small_problem(names[0]))
+    if xp is not None:
+        check_weighting_golden(xp)
+
+
+__all__ = [n for n in dir() if n.startswith("check_")] + [
+    "WEIGHTING_GOLDEN", "WEIGHTING_GRADIENTS", "WEIGHTING_LAMBDAS", "finite_difference", "problem_names_for_conformance",
+    "small_problem", "small_settings", "weighting_inputs"]
