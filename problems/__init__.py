@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import warnings
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -80,5 +79,4 @@ def get_problem(name: str, **params: Any) -> Problem:
 
 def problem_names() -> list[str]:
     """Sorted names of every registered problem."""
-    with warnings.catch_warnings():
-        return sorted(problem_sources())
+    return sorted(problem_sources())
