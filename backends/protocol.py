@@ -25,6 +25,8 @@ class ChunkOutput:
     Attributes:
         losses: ``(steps, n_terms)`` unweighted term losses, each evaluated in its step before the update.
         weights: ``(steps, n_terms)`` loss weights (lambda) in force after each step.
+
+    A multi-seed trainer (``lanes=n``) puts a seed axis first: ``(n, steps, n_terms)``.
     """
 
     losses: np.ndarray
@@ -32,7 +34,13 @@ class ChunkOutput:
 
 
 class Trainer(Protocol):
-    """Compiled training for one problem and one set of settings on one device."""
+    """Compiled training for one problem and one set of settings on one device.
+
+    A backend with ``supports_lanes = True`` also builds multi-seed trainers (``lanes=n``): then
+    every array in and out gets a leading seed axis of length n (parameters, ``mu``/``sigma``,
+    batches ``(n, steps, regions, batch, d)``, predictions, gradients, export), except the test
+    points ``x`` of ``predict``, which all seeds share.
+    """
 
     def init(self, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray) -> State:
         """State from float64 numpy parameters and input normalisation (cast to the run's dtype)."""
@@ -60,6 +68,8 @@ class Backend(Protocol):
     """A framework: names its devices and builds trainers."""
 
     name: str
+    # optional: True if ``trainer(problem, settings, device, lanes=n)`` trains n seeds at once
+    supports_lanes: bool
 
     def resolve_device(self, device: str) -> str:
         """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one is a UsageError."""
@@ -71,4 +81,4 @@ class Backend(Protocol):
         """Versions of the framework packages, for the run manifest."""
 
     def trainer(self, problem: Problem, settings: TrainSettings, device: str) -> Trainer:
-        """Build (but not yet compile) a trainer."""
+        """Build (but not yet compile) a trainer; with ``supports_lanes``, also takes ``lanes: int | None``."""

@@ -6,8 +6,9 @@ for every framework. It knows problems and backends, never the suite.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from backends.init import init_params
 from backends.protocol import Trainer
 from backends.settings import TrainSettings
 from problems.core import Problem
+from problems.errors import UsageError
 
 
 @dataclass
@@ -37,10 +39,35 @@ class TrainResult:
 
 
 def evaluate(problem: Problem, trainer: Trainer, state: Any, x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """The problem's metrics of the current network on the points ``x`` against ``ref``."""
+    """The problem's metrics of the current (one-seed) network on the points ``x`` against ``ref``."""
+    return _evaluate_lanes(problem, trainer, state, x, ref, lanes=None)[0]
+
+
+def _evaluate_lanes(problem: Problem, trainer: Trainer, state: Any, x: np.ndarray, ref: np.ndarray,
+                    lanes: int | None) -> list[dict[str, float]]:
     d = trainer.predict(state, x, problem.solution_needs)
-    pred = problem.solution(np, x, {k: v.astype(np.float64) for k, v in d.items()})
-    return problem.metrics(pred, ref)
+    per_lane = [d] if lanes is None else [{k: v[i] for k, v in d.items()} for i in range(lanes)]
+    return [problem.metrics(problem.solution(np, x, {k: v.astype(np.float64) for k, v in one.items()}), ref)
+            for one in per_lane]
+
+
+def supports_lanes(backend: str) -> bool:
+    """Whether ``backend`` can train several seeds in one vectorised program (``lanes`` in its trainer)."""
+    return bool(getattr(get_backend(backend), "supports_lanes", False))
+
+
+def check_same_but_seed(settings: Sequence[TrainSettings]) -> None:
+    """Raise a UsageError unless every settings object equals the first one apart from ``seed``."""
+    if not settings:
+        raise UsageError("train_seeds needs at least one settings object")
+    base = dataclasses.asdict(settings[0])
+    for other in settings[1:]:
+        differ = sorted(k for k, v in dataclasses.asdict(other).items() if k != "seed" and base[k] != v)
+        if differ:
+            raise UsageError(f"seeds trained together must share every other setting; these differ: {', '.join(differ)}")
+    seeds = [s.seed for s in settings]
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"seeds trained together must differ; got {seeds}")
 
 
 def train(problem: Problem, settings: TrainSettings, backend: str,
@@ -61,68 +88,123 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         ``summary["diverged_at_step"]`` is the 0-based index of that step (so ``steps`` = index + 1).
         ``ms_per_step`` is the median over full chunks of chunk time / chunk steps.
     """
+    log = None if on_log is None else (lambda lane, row: on_log(row))
+    return train_seeds(problem, [settings], backend, log, vectorise=False)[0]
+
+
+def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: str,
+                on_log: Callable[[int, dict[str, Any]], None] | None = None, *,
+                vectorise: bool = True) -> list[TrainResult]:
+    """Train several seeds of one configuration, as one vectorised program where the backend can.
+
+    Each seed gets exactly the weights, normalisation and batches of its own :func:`train` run,
+    and its result is the same up to floating-point rounding (the batched kernels may sum in
+    another order). A seed whose loss becomes non-finite is marked diverged and logs no more;
+    the others go on. Training time is shared: ``seconds`` and ``ms_per_step`` are those of the
+    vectorised step (all seeds), ``vectorised_seeds`` says how many seeds shared it.
+
+    Args:
+        problem: the PDE.
+        settings: one TrainSettings per seed, equal apart from ``seed``.
+        backend: registered backend name.
+        on_log: called with ``(index into settings, history row)`` as each row exists.
+        vectorise: False trains the seeds one after the other (so does a backend without lanes).
+
+    Returns:
+        One TrainResult per settings object, in order (see :func:`train`).
+    """
+    settings = list(settings)
+    check_same_but_seed(settings)
+    if len(settings) > 1 and not (vectorise and supports_lanes(backend)):
+        return [train_seeds(problem, [s], backend, None if on_log is None else
+                            (lambda _, row, i=i: on_log(i, row)), vectorise=False)[0]
+                for i, s in enumerate(settings)]
+    lanes = None if len(settings) == 1 else len(settings)
+    first = settings[0]
     impl = get_backend(backend)
-    device = impl.resolve_device(settings.device)
-    streams = seed_streams(settings.seed)
-    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
-    mu, sigma = problem.normalisation(streams["normalisation"])
-    trainer = impl.trainer(problem, settings, device)
-    state = trainer.init(params, mu, sigma)
+    device = impl.resolve_device(first.device)
+    streams = [seed_streams(s.seed) for s in settings]
+    layers, net = first.layers_for(problem), first.method_spec.net
+    params = [init_params(layers, net, st["init"]) for st in streams]
+    norms = [problem.normalisation(st["normalisation"]) for st in streams]
+    trainer = impl.trainer(problem, first, device) if lanes is None else impl.trainer(problem, first, device, lanes)
+    state = trainer.init(*_lanes_of([params, [mu for mu, _ in norms], [sigma for _, sigma in norms]], lanes))
     x_test = problem.test_grid()
     ref = problem.reference(x_test)
     names = problem.term_names()
-    chunk = min(settings.log_every, settings.steps)
+    chunk = min(first.log_every, first.steps)
 
-    warm_batches = draw_batches(problem, np.random.default_rng(12345), chunk, settings.batch_size, settings.dtype)
-    compile_seconds = trainer.warmup(state, warm_batches)
+    warm = draw_batches(problem, np.random.default_rng(12345), chunk, first.batch_size, first.dtype)
+    compile_seconds = trainer.warmup(state, warm if lanes is None else [np.stack([b] * lanes) for b in warm])
 
-    result = TrainResult()
-    done, executed, seconds, chunk_ms, diverged_at = 0, 0, 0.0, [], None
+    n = len(settings)
+    results = [TrainResult() for _ in settings]
+    done = [0] * n  # steps each seed has taken (a diverged seed stops counting)
+    diverged_at: list[int | None] = [None] * n
+    total, executed, seconds, chunk_ms = 0, 0, 0.0, []
+    nan_metrics = {m: float("nan") for m in problem.metrics(ref, ref)}
     wall0 = time.perf_counter()
-    while done < settings.steps:
-        steps = min(chunk, settings.steps - done)
-        batches = draw_batches(problem, streams["batches"], steps, settings.batch_size, settings.dtype)
+    while total < first.steps and any(d is None for d in diverged_at):
+        steps = min(chunk, first.steps - total)
+        per_seed = [draw_batches(problem, st["batches"], steps, first.batch_size, first.dtype) for st in streams]
+        batches = per_seed[0] if lanes is None else [np.stack(b) for b in zip(*per_seed)]
         t0 = time.perf_counter()
-        state, out = trainer.train(state, batches, done)
+        state, out = trainer.train(state, batches, total)
         trainer.sync()
         elapsed = time.perf_counter() - t0
         seconds += elapsed
         executed += steps
         if steps == chunk:
             chunk_ms.append(1e3 * elapsed / steps)
-        bad = ~np.isfinite(out.losses).all(axis=1)
-        if bad.any():
-            diverged_at = done + int(np.argmax(bad))
-            steps = int(np.argmax(bad)) + 1
-        done += steps
-        last = min(steps, len(out.losses)) - 1
-        row: dict[str, Any] = {"step": done, "seconds": seconds}
-        row.update({f"loss_{n}": float(v) for n, v in zip(names, out.losses[last])})
-        row.update({f"weight_{n}": float(v) for n, v in zip(names, out.weights[last])})
-        row.update(evaluate(problem, trainer, state, x_test, ref) if diverged_at is None else
-                   {m: float("nan") for m in problem.metrics(ref, ref)})
-        result.history.append(row)
-        if on_log is not None:
-            on_log(row)
-        if diverged_at is not None:
-            break
+        losses = out.losses[None] if lanes is None else out.losses
+        weights = out.weights[None] if lanes is None else out.weights
+        live = [i for i in range(n) if diverged_at[i] is None]
+        metrics = _evaluate_lanes(problem, trainer, state, x_test, ref, lanes)
+        for i in live:
+            bad = ~np.isfinite(losses[i]).all(axis=1)
+            taken = steps
+            if bad.any():
+                taken = int(np.argmax(bad)) + 1
+                diverged_at[i] = total + taken - 1
+            done[i] = total + taken
+            row: dict[str, Any] = {"step": done[i], "seconds": seconds}
+            row.update({f"loss_{k}": float(v) for k, v in zip(names, losses[i, taken - 1])})
+            row.update({f"weight_{k}": float(v) for k, v in zip(names, weights[i, taken - 1])})
+            row.update(metrics[i] if diverged_at[i] is None else nan_metrics)
+            results[i].history.append(row)
+            if on_log is not None:
+                on_log(i, row)
+        total += steps
 
-    final = result.history[-1]
-    # with the input normalisation, the parameters alone reproduce the network (backends.jets)
-    result.params = {**trainer.export(state), "norm_mu": mu, "norm_sigma": sigma}
-    result.summary = {
-        "steps": done,
-        "error": final[problem.primary_metric],
-        "metric": problem.primary_metric,
-        **{k: final[k] for k in problem.metrics(ref, ref)},
-        "train_seconds": seconds,
-        "wall_seconds": time.perf_counter() - wall0,
-        "ms_per_step": float(np.median(chunk_ms)) if chunk_ms else 1e3 * seconds / executed,
-        "ms_per_step_mean": 1e3 * seconds / executed,
-        "compile_seconds": compile_seconds,
-        "diverged": diverged_at is not None,
-        "diverged_at_step": diverged_at,
-        "device": device,
-        "device_name": impl.device_name(device),
-    }
-    return result
+    exported = trainer.export(state)
+    wall = time.perf_counter() - wall0
+    for i, result in enumerate(results):
+        final = result.history[-1]
+        mine = exported if lanes is None else {k: v[i] for k, v in exported.items()}
+        # with the input normalisation, the parameters alone reproduce the network (backends.jets)
+        result.params = {**mine, "norm_mu": norms[i][0], "norm_sigma": norms[i][1]}
+        result.summary = {
+            "steps": done[i],
+            "error": final[problem.primary_metric],
+            "metric": problem.primary_metric,
+            **{k: final[k] for k in nan_metrics},
+            "train_seconds": seconds,
+            "wall_seconds": wall,
+            "ms_per_step": float(np.median(chunk_ms)) if chunk_ms else 1e3 * seconds / executed,
+            "ms_per_step_mean": 1e3 * seconds / executed,
+            "compile_seconds": compile_seconds,
+            "diverged": diverged_at[i] is not None,
+            "diverged_at_step": diverged_at[i],
+            "vectorised_seeds": n,
+            "device": device,
+            "device_name": impl.device_name(device),
+        }
+    return results
+
+
+def _lanes_of(per_seed: list[list[Any]], lanes: int | None) -> list[Any]:
+    """Each per-seed list as the trainer takes it: the one item, or numpy arrays stacked along a new seed axis."""
+    if lanes is None:
+        return [items[0] for items in per_seed]
+    return [{k: np.stack([d[k] for d in items]) for k in items[0]} if isinstance(items[0], dict)
+            else np.stack(items) for items in per_seed]

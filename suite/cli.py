@@ -21,12 +21,14 @@ from backends.settings import TrainSettings
 from backends.training import TrainResult
 from problems import Problem, get_problem
 from problems.errors import UsageError
+from suite.bench import add_bench_command
 from suite.campaign import RunSpec, expand, load_campaign
-from suite.execute import CampaignResult, run_campaign
+from suite.execute import DEFAULT_LANES, CampaignResult, run_campaign
 from suite.executors import EXECUTORS, make_executor
 from suite.listing import listing
 from suite.manifest import manifest
 from suite.progress import Progress
+from suite.diagnostics import add_diagnose_command
 from suite.reference import add_reference_command
 from suite.record import SUMMARY, RunRecord
 from suite.store import DEFAULT_STORE, Store, gather, write_tables
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gradpath``; each subcommand sets ``command``."""
     parser = _Parser(prog="gradpath", description="Reproduce and benchmark PINN training (Wang, Teng & Perdikaris 2021).")
     commands = parser.add_subparsers(title="commands", required=True,
-                                     metavar="{list,run,campaign,reproduce,report,reference}")
+                                     metavar="{list,run,campaign,reproduce,report,reference,diagnose,bench}")
     commands.add_parser("list", help="problems, backends, methods and option values").set_defaults(command=cmd_list)
 
     run = commands.add_parser(
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_campaign_commands(commands)
     add_reference_command(commands, _finite_float)
+    add_diagnose_command(commands)
+    add_bench_command(commands, _positive_int)
     return parser
 
 
@@ -143,7 +147,10 @@ def _add_campaign_commands(commands) -> None:
                          help=f"results store directory (default: {DEFAULT_STORE})")
     for sub in (campaign, reproduce):
         sub.add_argument("--jobs", type=_positive_int, metavar="N",
-                         help="runs at once on this machine (default: the number of CPUs)")
+                         help="jobs at once on this machine (default: the number of CPUs)")
+        sub.add_argument("--lanes", type=_positive_int, default=DEFAULT_LANES, metavar="N",
+                         help="train up to N runs that differ only in their seed as one vectorised job "
+                              f"(default: {DEFAULT_LANES}; 1: every run in a job of its own)")
         sub.add_argument("--executor", default="local", choices=EXECUTORS,
                          help="local processes (default), a dask scheduler, or a local dask cluster")
         sub.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address, e.g. tcp://HOST:8786")
@@ -234,7 +241,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Any, list[RunSp
     store = Store(args.store)
     executor = make_executor(args.executor, jobs=args.jobs, scheduler=args.scheduler, workers=args.workers)
     try:
-        result = run_campaign(specs, store, executor, argv=argv, quiet=args.quiet)
+        result = run_campaign(specs, store, executor, argv=argv, quiet=args.quiet, lanes=args.lanes)
     finally:
         executor.close()
     runs, history = gather(store)

@@ -1,14 +1,16 @@
-"""Running a campaign: each run in a fresh process, a few at a time, with a progress bar.
+"""Running a campaign: each job in a fresh process, a few at a time, with a progress bar.
 
-:func:`run_one` trains one RunSpec into the store (in a worker process); :func:`run_campaign`
-feeds an executor (see :mod:`suite.executors`) ``executor.slots`` runs at a time and shows
-progress. A run that raises is recorded as ``failed`` with its message and the campaign goes on.
+A job is a group of runs that differ only in their seed (:func:`seed_groups`, at most ``lanes``
+of them), trained together as one vectorised program by :func:`run_group` (in a worker
+process); :func:`run_campaign` feeds an executor (see :mod:`suite.executors`)
+``executor.slots`` jobs at a time and shows progress per run. A run that raises is recorded as ``failed`` with its message and the campaign goes on.
 Each worker watches its parent: if the campaign process is killed (even with SIGKILL) the worker
 exits within a second, leaving its run ``running`` on disk, which the next campaign redoes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -31,6 +33,10 @@ from suite.store import Store
 
 if TYPE_CHECKING:
     from suite.executors import Executor
+
+
+# seeds per vectorised job: the paper's 10 seeds of one configuration train as one program
+DEFAULT_LANES = 10
 
 
 # -- one run, in a worker process -------------------------------------------------------------
@@ -56,48 +62,90 @@ def run_one(spec: RunSpec, store_root: str, argv: Sequence[str]) -> dict[str, An
         ``{key, name, status, message, error, metric, seconds}``; status is ``complete``,
         ``diverged``, ``failed``, ``interrupted`` or ``skipped``.
     """
+    return run_group([spec], store_root, argv)[0]
+
+
+def run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) -> list[dict[str, Any]]:
+    """Train runs that differ only in their seed together (:func:`backends.training.train_seeds`).
+
+    Each run is locked, skipped if done or held by another process, and gets its own record, as
+    in :func:`run_one`; the ones left are trained as one vectorised program where the backend can.
+    Returns one outcome per spec, in order.
+    """
     t0 = time.perf_counter()
     store = Store(store_root, create=False)
-    with store.lock(spec) as locked:
-        if not locked:
-            return _outcome(spec, "skipped", t0, "another process holds its lock")
-        if store.state(spec).done:
-            return _outcome(spec, "skipped", t0, "already done")
-        store.clean(spec)
-        return _train(spec, store, list(argv), t0)
+    outcomes: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as locks:
+        todo = []
+        for spec in specs:
+            if not locks.enter_context(store.lock(spec)):
+                outcomes[spec.key] = _outcome(spec, "skipped", t0, "another process holds its lock")
+            elif store.state(spec).done:
+                outcomes[spec.key] = _outcome(spec, "skipped", t0, "already done")
+            else:
+                store.clean(spec)
+                todo.append(spec)
+        if todo:
+            outcomes.update(zip([s.key for s in todo], _train(todo, store, list(argv), t0)))
+    return [outcomes[spec.key] for spec in specs]
 
 
-def _train(spec: RunSpec, store: Store, argv: list[str], t0: float) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-    record, problem = None, None
+def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float) -> list[dict[str, Any]]:
+    last: list[dict[str, Any]] = [{} for _ in specs]
+    records: list[RunRecord] = []
+    problem = None
     try:
+        spec = specs[0]
         problem = get_problem(spec.problem, **spec.parameters)
-        settings = spec.train_settings()
+        settings = [s.train_settings() for s in specs]
         backend = get_backend(spec.backend)
-        info = manifest(backend, backend.resolve_device(settings.device), settings.seed, argv)
-        record = RunRecord.create(store.root, spec.config, info, force=True)
+        device = backend.resolve_device(settings[0].device)
+        for s, one in zip(settings, specs):
+            records.append(RunRecord.create(store.root, one.config, manifest(backend, device, s.seed, argv), force=True))
 
-        def on_log(row: dict[str, Any]) -> None:
-            record.history.append(row)
-            last.update(row)
+        def on_log(i: int, row: dict[str, Any]) -> None:
+            records[i].history.append(row)
+            last[i].update(row)
 
-        result = training.train(problem, settings, spec.backend, on_log)
+        results = training.train_seeds(problem, settings, spec.backend, on_log)
     except (Exception, KeyboardInterrupt) as exc:
-        if record is None:  # failed before training: still leave a record that says why
-            record = RunRecord.create(store.root, spec.config, {"command": ["gradpath", *argv]}, force=True)
         metric = getattr(problem, "primary_metric", None)
-        partial = {"steps": last.get("step", 0), "error": last.get(metric) if metric else None, "metric": metric}
-        if isinstance(exc, KeyboardInterrupt):
-            record.finish("interrupted", partial)
-            return _outcome(spec, "interrupted", t0, "interrupted", partial)
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        record.finish("failed", {**partial, "failure": message, "traceback": traceback.format_exc()})
-        return _outcome(spec, "failed", t0, message, partial)
-    record.history.close()
-    _fsync(record.path / HISTORY)  # the summary, written last, must never announce rows that are not on disk
-    status = "diverged" if result.summary["diverged"] else "complete"
-    record.finish(status, result.summary, result.params)
-    return _outcome(spec, status, t0, "", result.summary)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        message = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}".splitlines()[0]
+        outcomes = []
+        for i, one in enumerate(specs):
+            if i >= len(records):  # failed before training: still leave a record that says why
+                records.append(RunRecord.create(store.root, one.config, {"command": ["gradpath", *argv]}, force=True))
+            partial = {"steps": last[i].get("step", 0), "error": last[i].get(metric) if metric else None,
+                       "metric": metric}
+            if interrupted:
+                records[i].finish("interrupted", partial)
+                outcomes.append(_outcome(one, "interrupted", t0, message, partial))
+            else:
+                records[i].finish("failed", {**partial, "failure": message, "traceback": traceback.format_exc()})
+                outcomes.append(_outcome(one, "failed", t0, message, partial))
+        return outcomes
+    outcomes = []
+    for one, record, result in zip(specs, records, results):
+        record.history.close()
+        _fsync(record.path / HISTORY)  # the summary, written last, must never announce rows that are not on disk
+        status = "diverged" if result.summary["diverged"] else "complete"
+        record.finish(status, result.summary, result.params)
+        outcomes.append(_outcome(one, status, t0, "", result.summary))
+    return outcomes
+
+
+def seed_groups(specs: Sequence[RunSpec], lanes: int) -> list[list[RunSpec]]:
+    """``specs`` in groups of at most ``lanes`` runs that differ only in their seed, in first-seen order."""
+    groups: dict[str, list[list[RunSpec]]] = {}
+    for spec in specs:
+        same = json.dumps([spec.problem, spec.parameters, spec.backend,
+                           {k: v for k, v in spec.config["settings"].items() if k != "seed"}], sort_keys=True)
+        chunks = groups.setdefault(same, [[]])
+        if len(chunks[-1]) == lanes:
+            chunks.append([])
+        chunks[-1].append(spec)
+    return [group for chunks in groups.values() for group in chunks]
 
 
 def watch_parent(parent: int, interval: float = 0.5) -> None:
@@ -169,8 +217,12 @@ def _worker_died(store: Store, spec: RunSpec, exc: BaseException, t0: float) -> 
 
 
 def run_campaign(specs: Sequence[RunSpec], store: Store, executor: Executor, *, argv: Sequence[str] = (),
-                 quiet: bool = False) -> CampaignResult:
-    """Run every spec that the store does not hold as done, ``executor.slots`` at a time.
+                 quiet: bool = False, lanes: int = DEFAULT_LANES) -> CampaignResult:
+    """Run every spec that the store does not hold as done, ``executor.slots`` jobs at a time.
+
+    Args:
+        lanes: the most runs, differing only in their seed, that one job trains together as one
+            vectorised program (:func:`seed_groups`); 1 trains each run in a job of its own.
 
     Raises:
         KeyboardInterrupt: after cancelling what had not started (running runs record ``interrupted``).
@@ -178,24 +230,28 @@ def run_campaign(specs: Sequence[RunSpec], store: Store, executor: Executor, *, 
     todo = [spec for spec in specs if not store.state(spec).done]
     result = CampaignResult(planned=len(specs), already=len(specs) - len(todo))
     progress = CampaignProgress(len(todo), quiet=quiet)
-    pending, running = deque(todo), {}
+    pending, running = deque(seed_groups(todo, lanes)), {}
     started: dict[Any, float] = {}
+    n_running = 0
     try:
         while pending or running:
             while pending and len(running) < executor.slots:
-                spec = pending.popleft()
-                future = executor.submit(spec, str(store.root), argv)
-                running[future], started[future] = spec, time.perf_counter()
-            progress.started(len(running))
+                group = pending.popleft()
+                future = executor.submit(group, str(store.root), argv)
+                running[future], started[future] = group, time.perf_counter()
+                n_running += len(group)
+            progress.started(n_running)
             for future in executor.wait(list(running)):
-                spec = running.pop(future)
+                group = running.pop(future)
+                n_running -= len(group)
                 try:
-                    outcome = future.result()
+                    outcomes = future.result()
                 except Exception as exc:  # the worker process itself died
-                    outcome = _worker_died(store, spec, exc, started[future])
-                result.counts[outcome["status"]] += 1
-                result.outcomes.append(outcome)
-                progress.finished(outcome, len(running))
+                    outcomes = [_worker_died(store, spec, exc, started[future]) for spec in group]
+                for outcome in outcomes:
+                    result.counts[outcome["status"]] += 1
+                    result.outcomes.append(outcome)
+                    progress.finished(outcome, n_running)
     except KeyboardInterrupt:
         executor.close(cancel=True)
         raise
@@ -205,12 +261,12 @@ def run_campaign(specs: Sequence[RunSpec], store: Store, executor: Executor, *, 
 
 
 def _main() -> int:
-    """``python -m suite.execute``: read ``{spec, store, argv}`` JSON on stdin, run it, print the outcome JSON."""
+    """``python -m suite.execute``: read ``{specs, store, argv}`` JSON on stdin, run them, print the outcomes' JSON list."""
     watch_parent(os.getppid())
     message = json.loads(sys.stdin.read())
-    spec = RunSpec(**message["spec"])
-    outcome = run_one(spec, message["store"], message["argv"])
-    sys.stdout.write("\n" + json.dumps(outcome) + "\n")
+    specs = [RunSpec(**spec) for spec in message["specs"]]
+    outcomes = run_group(specs, message["store"], message["argv"])
+    sys.stdout.write("\n" + json.dumps(outcomes) + "\n")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Executors: where the runs of a campaign execute.
 
-An executor runs :func:`suite.execute.run_one` for a RunSpec somewhere and hands back a future.
-It needs only ``slots`` (runs at once), ``submit(spec, store_root, argv)``, ``wait(futures)``
+An executor runs :func:`suite.execute.run_group` for a group of RunSpecs (runs that differ only in
+their seed) somewhere and hands back a future of their outcomes. It needs only ``slots`` (jobs at
+once), ``submit(specs, store_root, argv)``, ``wait(futures)``
 (the set done so far, blocking until at least one is) and ``close(cancel)``:
 
 - :class:`LocalExecutor`: a ``ProcessPoolExecutor`` with the ``spawn`` context and one task per
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 
 from problems.errors import UsageError, unknown_choice
 from suite.campaign import RunSpec
-from suite.execute import run_one, watch_parent
+from suite.execute import run_group, watch_parent
 
 EXECUTORS = ("local", "dask", "dask-local")
 
@@ -40,7 +41,7 @@ class Executor(Protocol):
     name: str
     slots: int
 
-    def submit(self, spec: RunSpec, store_root: str, argv: Sequence[str]) -> Any: ...
+    def submit(self, specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) -> Any: ...
 
     def wait(self, futures: Sequence[Any]) -> set[Any]: ...
 
@@ -63,9 +64,9 @@ class LocalExecutor:
             self.slots, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
             initializer=watch_parent, initargs=(os.getpid(),))
 
-    def submit(self, spec: RunSpec, store_root: str, argv: Sequence[str]) -> concurrent.futures.Future:
+    def submit(self, specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) -> concurrent.futures.Future:
         threads = isinstance(self._pool, concurrent.futures.ThreadPoolExecutor)
-        fn, first = (run_isolated, spec.to_json()) if threads else (run_one, spec)
+        fn, first = (run_isolated, _specs_json(specs)) if threads else (run_group, list(specs))
         try:
             return self._pool.submit(fn, first, store_root, list(argv))
         except BrokenProcessPool:  # a worker died hard (killed, out of memory): start a fresh pool
@@ -104,9 +105,9 @@ class DaskExecutor:
         workers_info = self.client.scheduler_info().get("workers", {}).values()
         self.slots = max(1, sum(w.get("nthreads", 1) for w in workers_info))
 
-    def submit(self, spec: RunSpec, store_root: str, argv: Sequence[str]) -> Any:
-        return self.client.submit(run_isolated, spec.to_json(), store_root, list(argv), pure=False,
-                                  key=f"gradpath-{spec.name}-{os.urandom(4).hex()}")
+    def submit(self, specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) -> Any:
+        return self.client.submit(run_isolated, _specs_json(specs), store_root, list(argv), pure=False,
+                                  key=f"gradpath-{specs[0].name}-{os.urandom(4).hex()}")
 
     def wait(self, futures: Sequence[Any]) -> set[Any]:
         from dask.distributed import wait
@@ -132,9 +133,13 @@ def make_executor(kind: str, *, jobs: int | None = None, scheduler: str | None =
     raise unknown_choice("executor", kind, EXECUTORS)
 
 
-def run_isolated(spec_json: str, store_root: str, argv: Sequence[str]) -> dict[str, Any]:
-    """:func:`run_one` in a fresh ``python -m suite.execute`` process (for executors without process pools)."""
-    message = json.dumps({"spec": json.loads(spec_json), "store": store_root, "argv": list(argv)})
+def _specs_json(specs: Sequence[RunSpec]) -> str:
+    return json.dumps([json.loads(spec.to_json()) for spec in specs])
+
+
+def run_isolated(specs_json: str, store_root: str, argv: Sequence[str]) -> list[dict[str, Any]]:
+    """:func:`run_group` in a fresh ``python -m suite.execute`` process (for executors without process pools)."""
+    message = json.dumps({"specs": json.loads(specs_json), "store": store_root, "argv": list(argv)})
     done = subprocess.run([sys.executable, "-m", "suite.execute"], input=message, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     try:

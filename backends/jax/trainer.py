@@ -4,6 +4,11 @@ Per step: forward-mode jets for the input derivatives (backends.jets), one rever
 parameter gradient of sum_i lambda_i L_i, Adam (backends.adam), and every ``anneal_every`` steps,
 after the update and on the same batch, the per-term gradients at the new parameters and the
 annealing rule (backends.weighting), as the authors' code does (spec 3.2.5).
+
+With ``lanes=n`` the trainer trains n seeds at once: every state leaf but the step count gets a
+leading seed axis, and ``jax.vmap`` turns the per-seed step into one batched step. The step count
+stays shared and unbatched, so the annealing ``lax.cond`` remains a real branch (a batched
+predicate would turn it into a select that computes the per-term Jacobian at every step).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class JaxBackend:
     """Builds :class:`JaxTrainer` objects (see backends.protocol.Backend)."""
 
     name = "jax"
+    supports_lanes = True  # trainer(..., lanes=n) trains n seeds in one vectorised program
 
     def resolve_device(self, device: str) -> str:
         if device == "auto":
@@ -57,14 +63,18 @@ class JaxBackend:
         import jaxlib
         return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
 
-    def trainer(self, problem: Problem, settings: TrainSettings, device: str) -> JaxTrainer:
-        return JaxTrainer(problem, settings, device)
+    def trainer(self, problem: Problem, settings: TrainSettings, device: str, lanes: int | None = None) -> JaxTrainer:
+        return JaxTrainer(problem, settings, device, lanes)
+
+
+# which state entries carry the seed axis in a multi-seed trainer (None: shared by all seeds)
+_LANE_AXES = {"params": 0, "m": 0, "v": 0, "weights": 0, "norm": 0, "count": None}
 
 
 class JaxTrainer:
     """See backends.protocol.Trainer. State is a dict of jax arrays (a pytree)."""
 
-    def __init__(self, problem: Problem, settings: TrainSettings, device: str) -> None:
+    def __init__(self, problem: Problem, settings: TrainSettings, device: str, lanes: int | None = None) -> None:
         if settings.dtype == "float64":
             # jax computes in float32 unless x64 is on; this is process-wide, and float32 runs
             # stay float32 afterwards because every array here is created with an explicit dtype
@@ -76,11 +86,12 @@ class JaxTrainer:
         method = settings.method_spec
         self.net, self.gate, self.anneal = method.net, settings.gate, method.anneal
         self.weighting = settings.weighting_for(problem)
+        self.lanes = lanes
         self._compiled = None
         self._last = None  # the newest state, which sync() waits for
         self._chunk_jit = jax.jit(self._chunk)
         self._predict_jit = jax.jit(self._predict, static_argnums=(2,))
-        self._gradients_jit = jax.jit(self._term_gradients)
+        self._gradients_jit = jax.jit(self._lane_gradients)
 
     # -- pure functions --------------------------------------------------------------------------
     def _losses(self, params, batch, norm):
@@ -123,19 +134,31 @@ class JaxTrainer:
             return self._chunk_loop(state, batches, n_steps)
 
     def _chunk_loop(self, state, batches, n_steps):
-        n_terms = len(batches)
-        record = jnp.zeros((self.chunk, n_terms), self.dtype)
+        step = self._step
+        if self.lanes is not None:
+            step = jax.vmap(self._step, in_axes=(_LANE_AXES, 0), out_axes=(_LANE_AXES, 0))
+        record = jnp.zeros((self.chunk, *state["weights"].shape), self.dtype)
+        at = (lambda b, i: b[i]) if self.lanes is None else (lambda b, i: b[:, i])  # batches: (lanes, steps, ...)
 
         def body(i, carry):
             state, losses_all, weights_all = carry
-            state, losses = self._step(state, [b[i] for b in batches])
+            state, losses = step(state, [at(b, i) for b in batches])
             return state, losses_all.at[i].set(losses), weights_all.at[i].set(state["weights"])
 
         return jax.lax.fori_loop(0, n_steps, body, (state, record, record))
 
     def _predict(self, params, x, keys, norm):
         with _full_precision():
-            return derivatives(jnp, self.problem, params, x, norm["mu"], norm["sigma"], keys, net=self.net, gate=self.gate)
+            def one(params, norm):
+                return derivatives(jnp, self.problem, params, x, norm["mu"], norm["sigma"], keys, net=self.net,
+                                   gate=self.gate)
+
+            return one(params, norm) if self.lanes is None else jax.vmap(one)(params, norm)
+
+    def _lane_gradients(self, params, batch, norm):
+        if self.lanes is None:
+            return self._term_gradients(params, batch, norm)
+        return jax.vmap(self._term_gradients)(params, batch, norm)
 
     # -- protocol --------------------------------------------------------------------------------
     def _put(self, a: np.ndarray) -> jax.Array:
@@ -145,13 +168,15 @@ class JaxTrainer:
         p = {k: self._put(v) for k, v in params.items()}
         zeros = {k: jnp.zeros_like(v) for k, v in p.items()}
         n_terms = len(self.problem.terms())
-        return {"params": p, "m": zeros, "v": dict(zeros), "weights": self._put(np.ones(n_terms)),
+        lead = () if self.lanes is None else (self.lanes,)
+        return {"params": p, "m": zeros, "v": dict(zeros), "weights": self._put(np.ones((*lead, n_terms))),
                 "count": jax.device_put(jnp.asarray(0, jnp.int32), self.device),
                 "norm": {"mu": self._put(mu), "sigma": self._put(sigma)}}
 
     def _padded(self, batches):
-        steps = batches[0].shape[0]
-        pad = [(0, self.chunk - steps)] + [(0, 0)] * 3
+        axis = 0 if self.lanes is None else 1
+        steps = batches[0].shape[axis]
+        pad = [(0, 0)] * axis + [(0, self.chunk - steps)] + [(0, 0)] * 3
         return [self._put(np.pad(b, pad, mode="edge")) for b in batches], jnp.asarray(steps, jnp.int32)
 
     def warmup(self, state, batches):
@@ -168,8 +193,12 @@ class JaxTrainer:
         padded, n = self._padded(batches)
         state, losses, weights = self._compiled(state, padded, n)
         self._last = state
-        steps = batches[0].shape[0]
-        return state, ChunkOutput(np.asarray(losses)[:steps], np.asarray(weights)[:steps])
+        losses, weights = np.asarray(losses), np.asarray(weights)
+        if self.lanes is None:
+            steps = batches[0].shape[0]
+            return state, ChunkOutput(losses[:steps], weights[:steps])
+        steps = batches[0].shape[1]  # recorded as (steps, lanes, terms); reported lanes first
+        return state, ChunkOutput(losses[:steps].swapaxes(0, 1), weights[:steps].swapaxes(0, 1))
 
     def predict(self, state, x, keys):
         out = self._predict_jit(state["params"], self._put(x), tuple(keys), state["norm"])

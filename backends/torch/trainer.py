@@ -12,6 +12,10 @@ Note:
     ``make_fx`` runs the Python as Python and records only tensor operations, ``torch.func``
     gradients included, as one flat graph without double backward. Whatever fails to compile
     runs eagerly instead, after one warning.
+
+    With ``lanes=n`` the trainer trains n seeds at once: every state leaf but the step count gets
+    a leading seed axis and ``torch.func.vmap`` batches the per-seed step, the annealing update,
+    the prediction and the gradients (make_fx records the batched operations).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class TorchBackend:
     """Builds :class:`TorchTrainer` objects (see backends.protocol.Backend)."""
 
     name = "torch"
+    supports_lanes = True  # trainer(..., lanes=n) trains n seeds in one vectorised program
 
     def resolve_device(self, device: str) -> str:
         if device == "auto":
@@ -79,8 +84,9 @@ class TorchBackend:
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__}
 
-    def trainer(self, problem: Problem, settings: TrainSettings, device: str) -> TorchTrainer:
-        return TorchTrainer(problem, settings, device)
+    def trainer(self, problem: Problem, settings: TrainSettings, device: str,
+                lanes: int | None = None) -> TorchTrainer:
+        return TorchTrainer(problem, settings, device, lanes)
 
 
 class TorchTrainer:
@@ -95,7 +101,7 @@ class TorchTrainer:
 
     threads_on_cpu = 1
 
-    def __init__(self, problem: Problem, settings: TrainSettings, device: str) -> None:
+    def __init__(self, problem: Problem, settings: TrainSettings, device: str, lanes: int | None = None) -> None:
         self.problem, self.settings = problem, settings
         self.dtype = getattr(torch, settings.dtype)
         self.device = torch.device(device)
@@ -104,6 +110,7 @@ class TorchTrainer:
         self.net, self.gate, self.anneal = method.net, settings.gate, method.anneal
         self.weighting = settings.weighting_for(problem)
         self.n_terms = len(problem.terms())
+        self.lanes = lanes
         self._compiled: dict[Hashable, Any] = {}  # a compiled graph (or _EAGER) per function and input shapes
 
     # -- pure functions --------------------------------------------------------------------------
@@ -138,23 +145,35 @@ class TorchTrainer:
         _, term_grads = self._term_gradients(params, batch, norm)
         return self.weighting.update(xp, term_grads, weights, self.settings.anneal_alpha)
 
+    def _lanewise(self, fn: Callable, in_dims: Any, out_dims: Any = 0) -> Callable:
+        """``fn`` itself for a one-seed trainer, else its vmap over the seed axis."""
+        return fn if self.lanes is None else torch.func.vmap(fn, in_dims=in_dims, out_dims=out_dims)
+
     def _chunk(self, state, batches):
-        steps = batches[0].shape[0]
-        losses_all = torch.empty((steps, self.n_terms), dtype=self.dtype, device=self.device)
+        # batches: (steps, ...) per term, or (lanes, steps, ...) for a multi-seed trainer
+        axis = 0 if self.lanes is None else 1
+        steps = batches[0].shape[axis]
+        losses_all = torch.empty((steps, *state["weights"].shape), dtype=self.dtype, device=self.device)
         weights_all = torch.empty_like(losses_all)
-        shapes = tuple(b.shape[1:] for b in batches)
+        shapes = tuple(b.shape[:axis] + b.shape[axis + 1:] for b in batches)
+        # the count is shared by all seeds; torch matches a dict of dims to the state by key order
+        axes = {k: None if k == "count" else 0 for k in state}
+        step = self._lanewise(self._step, (axes, 0), (axes, 0))
+        anneal = self._lanewise(self._anneal, 0)
         first = int(state["count"])  # one read per chunk: the host decides which steps anneal
         for i in range(steps):
-            batch = [b[i] for b in batches]
-            state, losses = self._run(("step", shapes), self._step, state, batch)
+            batch = [b.select(axis, i) for b in batches]
+            state, losses = self._run(("step", shapes), step, state, batch)
             if self.anneal and (first + i) % self.settings.anneal_every == 0:
                 # a graph of its own, called every anneal_every steps: each graph is branch-free,
                 # and the step's graph is compiled once instead of twice
-                weights = self._run(("anneal", shapes), self._anneal, state["params"], state["weights"], batch,
+                weights = self._run(("anneal", shapes), anneal, state["params"], state["weights"], batch,
                                     state["norm"])
                 state = dict(state, weights=weights)
             losses_all[i] = losses
             weights_all[i] = state["weights"]
+        if self.lanes is not None:
+            losses_all, weights_all = losses_all.transpose(0, 1), weights_all.transpose(0, 1)
         return state, losses_all, weights_all
 
     def _predict(self, params, x, keys, norm):
@@ -199,14 +218,15 @@ class TorchTrainer:
         def zeros():  # m and v get tensors of their own: aliased inputs would compile a graph of their own
             return {k: torch.zeros_like(v) for k, v in p.items()}
 
-        return {"params": p, "m": zeros(), "v": zeros(), "weights": self._put(np.ones(self.n_terms)),
+        lead = () if self.lanes is None else (self.lanes,)
+        return {"params": p, "m": zeros(), "v": zeros(), "weights": self._put(np.ones((*lead, self.n_terms))),
                 "count": torch.tensor(0, dtype=torch.int32, device=self.device),
                 "norm": {"mu": self._put(mu), "sigma": self._put(sigma)}}
 
     def warmup(self, state, batches):
         t0 = time.perf_counter()
         state = copy.deepcopy(state)  # warm-up steps run for real: keep the caller's state as it is
-        batches = [self._put(b[:1]) for b in batches]
+        batches = [self._put(b[:1] if self.lanes is None else b[:, :1]) for b in batches]
         state["count"] = torch.zeros_like(state["count"])  # step 0 anneals: one step compiles everything
         with _compute_settings(self.threads):
             self._chunk(state, batches)
@@ -222,16 +242,16 @@ class TorchTrainer:
 
     def predict(self, state, x, keys):
         x, keys = self._put(x), tuple(keys)
+        predict = self._lanewise(lambda p, x, n: self._predict(p, x, keys, n), (0, None, 0))
         with _compute_settings(self.threads):
-            out = self._run(("predict", keys, tuple(x.shape)), lambda p, x, n: self._predict(p, x, keys, n),
-                            state["params"], x, state["norm"])
+            out = self._run(("predict", keys, tuple(x.shape)), predict, state["params"], x, state["norm"])
         return {k: v.cpu().numpy() for k, v in out.items()}
 
     def gradients(self, state, batch):
         # eager on purpose: called once per comparison, where compiling would cost seconds for milliseconds
         batch = [self._put(b) for b in batch]
         with _compute_settings(self.threads):
-            losses, grads = self._term_gradients(state["params"], batch, state["norm"])
+            losses, grads = self._lanewise(self._term_gradients, 0)(state["params"], batch, state["norm"])
         return losses.cpu().numpy(), [{k: v.cpu().numpy() for k, v in g.items()} for g in grads]
 
     def export(self, state):
