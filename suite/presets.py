@@ -59,10 +59,20 @@ def cavity() -> dict[str, Any]:
 
 
 def paper() -> dict[str, Any]:
-    """Every table of the paper: table2, table3 and the cavity."""
-    parts = [table2(), table3(), cavity()]
-    return {"name": "paper", "description": "every result of the paper that gradpath can run",
-            "grid": [part["grid"] for part in parts]}
+    """Every table of the paper in both backends, headline cells first (a campaign runs its grids in order).
+
+    JAX: Table 2 (9 architectures), Table 3 and the cavity (both forms), 10 seeds each. PyTorch:
+    Table 3, the cavity and Table 2's 50 x 3 row with 10 seeds, the rest of Table 2 with 3 seeds.
+    Runs listed twice (the 50 x 3 row is also part of Table 2) are one run.
+    """
+    headline = {"problem": ["helmholtz"], "width": [50], "depth": [3], "method": list(METHODS), "seed": SEEDS}
+    grids = []
+    for backend in ("jax", "torch"):
+        grids += [dict(headline, backend=[backend]), dict(table3()["grid"], backend=[backend]),
+                  dict(cavity()["grid"], backend=[backend])]
+    grids += [table2()["grid"], dict(table2()["grid"], backend=["torch"], seed=SEEDS[:3])]
+    return {"name": "paper", "description": "every result of the paper that gradpath can run, in both backends",
+            "grid": grids}
 
 
 def _builders() -> dict[str, Callable[[], dict[str, Any]]]:

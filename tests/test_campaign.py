@@ -162,7 +162,12 @@ def test_presets_expand_to_the_papers_grids():
     assert counts["table3"] == 4 * 10
     cavity = "cavity" in problem_sources()
     assert ("cavity" in counts) == cavity
-    assert counts["paper"] == counts["table2"] + counts["table3"] + (counts["cavity"] if cavity else 0)
+    # JAX: everything with 10 seeds; torch: Table 3, the cavity and the 50 x 3 row with 10, the rest of Table 2 with 3
+    torch_runs = counts["table3"] + (counts["cavity"] if cavity else 0) + 4 * 10 + 8 * 4 * 3
+    assert counts["paper"] == counts["table2"] + counts["table3"] + (counts["cavity"] if cavity else 0) + torch_runs
+    first = expand(load_campaign("paper"))[:40]  # the headline row comes first
+    assert {(s.problem, s.backend, s.config["settings"]["width"], s.config["settings"]["depth"]) for s in first} \
+        == {("helmholtz", "jax", 50, 3)}
     if cavity:
         assert counts["cavity"] == 2 * 4 * 10
     problems = problem_names()
