@@ -1,0 +1,328 @@
+"""``gradpath bench``: backend x method x problem side by side, one fresh process per configuration.
+
+Each configuration trains through the shared loop (``backends.training.train``: compile in the
+trainer's warm-up, then device-synchronised chunks of ``--log-every`` steps) in a process of its
+own, so compile caches and peak memory do not leak from one row into the next. Rows run one at a
+time, interleaved over repeats, so every row sees the same machine. The table gives the median and
+the interquartile range (IQR) of ms per step over all full chunks, compile seconds apart, and peak
+memory: on a GPU the framework's peak allocation, on the CPU the process's peak resident set
+(``ru_maxrss``, which counts the framework's own import too; ``rss_delta`` in the CSV is the
+growth after the import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from problems.errors import UsageError
+
+# Issue 6's targets: Helmholtz [2,50,50,50,1], batch 128, float32, on this project's 2-core CPU
+MS_PER_STEP_TARGET = {"jax": 1.0, "torch": 2.0}  # M1, ms/step
+RATIO_TARGET = {"M2": 1.15, "M4": 1.7}  # ms/step relative to M1 of the same backend
+DEEPXDE_GOAL = 5.0  # DeepXDE's ms/step over ours, per framework
+DEEPXDE_FRAMEWORK = {"torch": "pytorch", "jax": "jax"}  # our backend -> DDE_BACKEND
+TARGET_PROBLEM = "helmholtz"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One row of the table (what a worker process measures)."""
+
+    problem: str
+    method: str
+    backend: str
+    device: str
+    steps: int
+    log_every: int
+
+
+def _peak_device_bytes(backend: str, device: str) -> int | None:
+    """The framework's peak device allocation on a GPU; None on the CPU."""
+    if device != "cuda":
+        return None
+    if backend == "torch":
+        import torch
+        return int(torch.cuda.max_memory_allocated())
+    if backend == "jax":
+        import jax
+        stats = jax.devices("gpu")[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use")
+    return None
+
+
+def measure(config: Config) -> dict[str, Any]:
+    """Train ``config`` once in this process and return its timings and memory (the worker's job)."""
+    from backends import get_backend
+    from backends.settings import TrainSettings
+    from backends.training import train
+    from problems import get_problem
+
+    impl = get_backend(config.backend)  # imports the framework: not part of the memory delta
+    device = impl.resolve_device(config.device)
+    rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    settings = TrainSettings(method=config.method, steps=config.steps, log_every=config.log_every, device=device)
+    result = train(get_problem(config.problem), settings, config.backend)
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # per-chunk ms/step from the history's cumulative training seconds (compile and evaluation excluded)
+    chunk_ms, prev_step, prev_seconds = [], 0, 0.0
+    for row in result.history:
+        steps = row["step"] - prev_step
+        if steps == config.log_every:
+            chunk_ms.append(1e3 * (row["seconds"] - prev_seconds) / steps)
+        prev_step, prev_seconds = row["step"], row["seconds"]
+    summary = result.summary
+    return {"chunk_ms": chunk_ms, "compile_seconds": summary["compile_seconds"], "error": summary["error"],
+            "diverged": summary["diverged"], "device": device, "device_name": summary["device_name"],
+            "versions": impl.versions(), "peak_rss_mib": rss_peak / 1024, "rss_delta_mib": (rss_peak - rss_import) / 1024,
+            "peak_device_mib": (lambda b: None if b is None else b / 2**20)(_peak_device_bytes(config.backend, device))}
+
+
+def run_in_subprocess(module: str, payload: dict[str, Any], env: dict[str, str] | None = None,
+                      timeout: float = 1800) -> dict[str, Any]:
+    """Run ``python -m module PAYLOAD_JSON OUT_JSON`` in a fresh interpreter and return what it wrote."""
+    with tempfile.TemporaryDirectory(prefix="gradpath-bench-") as tmp:
+        out = Path(tmp) / "out.json"
+        cmd = [sys.executable, "-m", module, json.dumps(payload), str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                              cwd=Path(__file__).resolve().parent.parent)
+        if proc.returncode != 0 or not out.exists():
+            tail = " ".join(proc.stderr.strip().splitlines()[-3:])[-400:]
+            raise RuntimeError(f"{module} {payload} failed (exit {proc.returncode}): {tail}")
+        return json.loads(out.read_text())
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        v = values[0] if values else float("nan")
+        return v, v, v
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _row(config: Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    chunks = [ms for r in runs for ms in r["chunk_ms"]]
+    q1, median, q3 = _quartiles(chunks)
+    device_mib = [r["peak_device_mib"] for r in runs if r["peak_device_mib"] is not None]
+    return {"problem": config.problem, "method": config.method, "backend": config.backend, "device": runs[0]["device"],
+            "ms_per_step": median, "iqr_ms": q3 - q1, "chunks": len(chunks),
+            "compile_s": statistics.median(r["compile_seconds"] for r in runs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "rss_delta_mib": max(r["rss_delta_mib"] for r in runs),
+            "peak_device_mib": max(device_mib) if device_mib else None, "error": runs[-1]["error"],
+            "device_name": runs[0]["device_name"], "versions": runs[0]["versions"]}
+
+
+def _choices(values: Sequence[str] | None, default: Sequence[str], valid: Sequence[str], kind: str) -> list[str]:
+    """Repeatable, comma-separated option values, checked against ``valid``."""
+    from problems.errors import unknown_choice
+
+    out = [v.strip() for value in (values or default) for v in value.split(",") if v.strip()]
+    for v in out:
+        if v not in valid:
+            raise unknown_choice(kind, v, valid)
+    return list(dict.fromkeys(out))
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """M2/M1 and M4/M1 per backend and problem, with the targets they are held to."""
+    by = {(r["problem"], r["backend"], r["method"]): r["ms_per_step"] for r in rows}
+    out = []
+    for (problem, backend, method), ms in by.items():
+        m1 = by.get((problem, backend, "M1"))
+        if method in RATIO_TARGET and m1:
+            out.append({"problem": problem, "backend": backend, "ratio": f"{method}/M1", "value": ms / m1,
+                        "target": RATIO_TARGET[method], "met": ms / m1 <= RATIO_TARGET[method]})
+    return out
+
+
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's absolute M1 targets (Helmholtz, CPU); they say nothing about GPUs."""
+    return [{"backend": r["backend"], "ms_per_step": r["ms_per_step"], "target": MS_PER_STEP_TARGET[r["backend"]],
+             "met": r["ms_per_step"] <= MS_PER_STEP_TARGET[r["backend"]]}
+            for r in rows if r["problem"] == TARGET_PROBLEM and r["method"] == "M1" and r["device"] == "cpu"
+            and r["backend"] in MS_PER_STEP_TARGET]
+
+
+def deepxde_available() -> bool:
+    """Whether DeepXDE is installed (the ``deepxde`` extra), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("deepxde") is not None
+
+
+def compare_deepxde(rows: list[dict[str, Any]], steps: int, log_every: int, device: str) -> list[dict[str, Any]]:
+    """DeepXDE's ms/step on the same Helmholtz setup, per framework, beside our M1 (see suite.bench_deepxde)."""
+    out = []
+    for backend, framework in DEEPXDE_FRAMEWORK.items():
+        ours = next((r for r in rows if r["problem"] == TARGET_PROBLEM and r["method"] == "M1"
+                     and r["backend"] == backend), None)
+        if ours is None:
+            continue
+        payload = {"steps": steps, "chunk": log_every, "device": ours["device"]}
+        try:
+            theirs = run_in_subprocess("suite.bench_deepxde", payload, env={"DDE_BACKEND": framework})
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"deepxde {framework}: not measured ({exc})", file=sys.stderr)
+            continue
+        ratio = theirs["ms_per_step"] / ours["ms_per_step"]
+        out.append({"framework": framework, "backend": backend, "deepxde_ms": theirs["ms_per_step"],
+                    "deepxde_iqr_ms": theirs["iqr_ms"], "ours_ms": ours["ms_per_step"], "ratio": ratio,
+                    "goal": DEEPXDE_GOAL, "met": ratio >= DEEPXDE_GOAL, "deepxde_version": theirs["version"],
+                    "deepxde_first_call_s": theirs["first_call_seconds"]})
+        print(f"deepxde {framework}: {theirs['ms_per_step']:.2f} ms/step, {ratio:.1f}x ours", flush=True)
+    return out
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as one markdown document: the side-by-side table, ratios, targets, DeepXDE."""
+    lines = [f"# gradpath bench: {report['when']}", "",
+             f"Command: `{report['command']}`; host `{report['host']}` ({report['machine']['cpu']}, "
+             f"{report['machine']['cpus']} CPUs), load average before {report['machine']['load_before']}.",
+             f"Versions: {report['versions']}. {report['steps']} steps per run in chunks of {report['log_every']}, "
+             f"{report['repeats']} fresh process(es) per row, float32, batch 128.", "",
+             "| problem | backend | method | device | median ms/step | IQR ms | compile s | peak RSS MiB | peak device MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['problem']} | {r['backend']} | {r['method']} | {r['device']} | {r['ms_per_step']:.3f} | "
+                     f"{r['iqr_ms']:.3f} | {r['compile_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+                     f"{_fmt(r['peak_device_mib'], '.0f')} |")
+    if report["ratios"]:
+        lines += ["", "| problem | backend | ratio | value | target | met |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['problem']} | {r['backend']} | {r['ratio']} | {r['value']:.2f} | <= {r['target']} | "
+                  f"{'yes' if r['met'] else 'no'} |" for r in report["ratios"]]
+    if report["targets"]:
+        lines += ["", "| M1 target (Helmholtz, CPU) | ms/step | target | met |", "|---|---|---|---|"]
+        lines += [f"| {r['backend']} | {r['ms_per_step']:.3f} | <= {r['target']} | {'yes' if r['met'] else 'no'} |"
+                  for r in report["targets"]]
+    if report["deepxde"]:
+        lines += ["", "| DeepXDE backend | DeepXDE ms/step | ours (M1) ms/step | DeepXDE / ours | goal |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {d['framework']} ({d['deepxde_version']}) | {d['deepxde_ms']:.2f} | {d['ours_ms']:.3f} | "
+                  f"{d['ratio']:.1f}x | >= {d['goal']:.0f}x ({'met' if d['met'] else 'not met'}) |"
+                  for d in report["deepxde"]]
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ("problem", "backend", "method", "device", "ms_per_step", "iqr_ms", "chunks", "compile_s",
+              "peak_rss_mib", "rss_delta_mib", "peak_device_mib", "error", "device_name")
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """``bench.json`` (everything, machine and versions included), ``bench.csv`` (the rows), ``bench.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "bench.json", out / "bench.csv", out / "bench.md"]
+    files[0].write_text(json.dumps(report, indent=1) + "\n")
+    with files[1].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(report["rows"])
+    files[2].write_text(markdown(report))
+    return files
+
+
+def _machine() -> dict[str, Any]:
+    from backends.devices import cpu_name
+
+    return {"cpu": cpu_name(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def bench(problems: list[str], methods: list[str], backends: list[str], *, steps: int, log_every: int,
+          repeats: int, device: str, deepxde: bool, argv: Sequence[str]) -> dict[str, Any]:
+    """Measure every configuration (``repeats`` fresh processes each, interleaved) and build the report."""
+    configs = [Config(p, m, b, device, steps, log_every) for p in problems for m in methods for b in backends]
+    runs: dict[Config, list[dict[str, Any]]] = {c: [] for c in configs}
+    machine = _machine()
+    for repeat in range(repeats):
+        for c in configs:
+            runs[c].append(run_in_subprocess("suite.bench", asdict(c)))
+            r = runs[c][-1]
+            print(f"[{repeat + 1}/{repeats}] {c.problem} {c.method} {c.backend} {r['device']}: "
+                  f"{statistics.median(r['chunk_ms']) if r['chunk_ms'] else float('nan'):.3f} ms/step, "
+                  f"compile {r['compile_seconds']:.1f} s", flush=True)
+    rows = [_row(c, runs[c]) for c in configs]
+    versions = {k: v for r in rows for k, v in r["versions"].items()}
+    report = {"command": " ".join(["gradpath", *argv]), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "host": socket.gethostname(), "machine": machine, "versions": versions,
+              "steps": steps, "log_every": log_every, "repeats": repeats, "rows": rows,
+              "ratios": ratios(rows), "targets": targets(rows), "deepxde": []}
+    if deepxde:
+        report["deepxde"] = compare_deepxde(rows, steps, log_every, device)
+    return report
+
+
+# -- the command ----------------------------------------------------------------------------------
+def add_bench_command(commands: argparse._SubParsersAction, positive_int) -> None:
+    """Register ``gradpath bench``."""
+    sub = commands.add_parser(
+        "bench", help="time backends x methods x problems side by side (ms/step, compile s, peak memory)",
+        description="Train each configuration in a fresh process, one at a time, and print one table: median and "
+                    "IQR of ms per step over device-synchronised chunks, compile seconds, peak memory; then "
+                    "M2/M1 and M4/M1 per backend against the targets, and DeepXDE's time on the same Helmholtz "
+                    "setup where DeepXDE is installed. Writes bench.csv, bench.md and bench.json to --out.")
+    sub.set_defaults(command=cmd_bench)
+    sub.add_argument("--backend", action="append", metavar="NAME", help="jax, torch (repeatable or comma list; default: both)")
+    sub.add_argument("--method", action="append", metavar="M", help="M1-M4 (repeatable or comma list; default: all)")
+    sub.add_argument("--problem", action="append", metavar="NAME", help=f"a problem, see `gradpath list` (repeatable or comma list; default: {TARGET_PROBLEM})")
+    sub.add_argument("--steps", type=positive_int, default=2000, metavar="N", help="steps per run (default: 2000)")
+    sub.add_argument("--log-every", type=positive_int, default=100, metavar="N",
+                     help="steps per timed chunk (default: 100, as gradpath run)")
+    sub.add_argument("--repeats", type=positive_int, default=1, metavar="N",
+                     help="fresh processes per configuration, interleaved (default: 1)")
+    sub.add_argument("--device", default="auto", metavar="NAME", help="auto, cpu or cuda (default: auto)")
+    sub.add_argument("--out", default="results/perf", metavar="DIR", help="where the report goes (default: results/perf)")
+    sub.add_argument("--deepxde", action=argparse.BooleanOptionalAction, default=None,
+                     help="time DeepXDE on the same Helmholtz setup (default: when DeepXDE is installed)")
+
+
+def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from backends import backend_status, get_backend
+    from backends.methods import METHODS
+    from backends.settings import DEVICES
+    from problems import problem_names
+
+    backends = _choices(args.backend, ["jax", "torch"], list(backend_status()), "backend")
+    methods = _choices(args.method, list(METHODS), list(METHODS), "method")
+    problems = _choices(args.problem, [TARGET_PROBLEM], problem_names(), "problem")
+    if args.device not in DEVICES:
+        from problems.errors import unknown_choice
+        raise unknown_choice("device", args.device, DEVICES)
+    for b in backends:  # not installed, or --device cuda without a GPU: a usage error before any run
+        get_backend(b).resolve_device(args.device)
+    deepxde = deepxde_available() if args.deepxde is None else args.deepxde
+    if deepxde and not deepxde_available():
+        raise UsageError("--deepxde: DeepXDE is not installed; install it with: pip install 'gradpath[deepxde]'")
+    report = bench(problems, methods, backends, steps=args.steps, log_every=args.log_every, repeats=args.repeats,
+                   device=args.device, deepxde=deepxde, argv=argv)
+    files = write_report(report, Path(args.out))
+    print(markdown(report))
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _worker(argv: Sequence[str]) -> None:
+    """``python -m suite.bench CONFIG_JSON OUT_JSON``: measure one configuration in this fresh process."""
+    payload, out = argv
+    Path(out).write_text(json.dumps(measure(Config(**json.loads(payload)))))
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1:])
