@@ -22,7 +22,6 @@ from backends.training import TrainResult
 from problems import Problem, get_problem
 from problems.errors import UsageError
 from suite.bench import add_bench_command
-from suite.bench import add_bench_command
 from suite.campaign import RunSpec, expand, load_campaign
 from suite.execute import DEFAULT_LANES, CampaignResult, run_campaign
 from suite.executors import EXECUTORS, make_executor
