@@ -9,6 +9,8 @@ Layout (``<out>/<problem>-<method>-<backend>-s<seed>-<hash>/``):
 - ``summary.json``: the final summary of :func:`backends.training.train` plus ``status``: ``running``
   while training, then ``complete``, ``diverged``, ``interrupted`` or ``failed``.
 - ``params.npz``: final parameters and ``loss_weights`` (complete and diverged runs).
+- ``gradients.npz``: per-layer gradient histograms of each loss term at chosen steps, when recorded
+  (:class:`backends.diagnostics.GradientRecord`; see :func:`save_gradients`).
 
 JSON files are replaced atomically (temporary file + ``os.replace``); non-finite floats become null.
 """
@@ -27,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from backends.diagnostics import GradientRecord
 from problems.errors import UsageError
 
 CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS = "config.json", "manifest.json", "history.csv", "summary.json", "params.npz"
+GRADIENTS = "gradients.npz"
 
 
 def _finite(obj: Any) -> Any:
@@ -145,3 +149,19 @@ class RunRecord:
         if params is not None:
             _replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
         write_json(self.path / SUMMARY, {**summary, "status": status})
+
+
+def save_gradients(directory: str | os.PathLike, record: GradientRecord) -> Path:
+    """Write ``record`` to ``<directory>/gradients.npz`` atomically (compressed: most bins are empty)."""
+    path = Path(directory) / GRADIENTS
+    _replace_atomically(path, lambda f: np.savez_compressed(f, **record.arrays()))
+    return path
+
+
+def load_gradients(path: str | os.PathLike) -> GradientRecord:
+    """Read a ``gradients.npz`` (or the run directory holding one) written by :func:`save_gradients`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / GRADIENTS
+    with np.load(path) as arrays:
+        return GradientRecord.from_arrays(arrays)

@@ -1,0 +1,303 @@
+"""Gradient-pathology experiments of the paper as presets: ``gradpath diagnose fig3|fig4|fig5|fig11``.
+
+Each preset trains one or more runs through the Trainer protocol (init, warmup, train, gradients,
+export) with the paper's settings, and at chosen steps records the per-layer gradient statistics
+and histograms of every loss term and the largest Hessian eigenvalue sigma_max of the total loss
+and of each term (backends.diagnostics). It writes under ``--out`` (default ``results/diagnostics/<preset>``):
+one directory per run (``history.csv``, ``gradients.npz``, ``spectra.npz`` where dense spectra
+were taken, ``params.npz``), the figures (PNG), ``numbers.json`` and a README.md with the
+measured ratios beside the paper's claims.
+
+- ``fig3``: 1-D Poisson, C = 1, 2, 4, M1: per-layer histograms of grad L_r and grad L_ub (Fig. 3).
+- ``fig4``: Helmholtz (a2 = 4), M1, full batch: all eigenvalues of the Hessians of L_r and L_ub
+  at the end (Fig. 4a) and the loss curves (Fig. 4b).
+- ``fig5``: Helmholtz, M1, stiff a2 = 4 vs non-stiff a2 = 1: sigma_max over training (Fig. 5);
+  the stiff run's histograms are Fig. 2.
+- ``fig11``: Helmholtz (a2 = 4), M1 vs M3: sigma_max over training (Fig. 11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends import get_backend
+from backends.data import draw_batches, seed_streams
+from backends.diagnostics import (PARAMETER_SETS, GradientRecord, dense_spectrum, gradient_histograms,
+                                  gradient_statistics, hessian_operator, largest_eigenvalue, parameter_keys, weighted)
+from backends.init import init_params
+from backends.settings import TrainSettings
+from problems import get_problem
+from problems.errors import UsageError, require_positive, unknown_choice
+from suite.record import PARAMS, save_gradients, write_json
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One training run of an experiment: a label for legends and file names, problem and method."""
+
+    label: str
+    problem: str
+    parameters: dict[str, float] = field(default_factory=dict)
+    method: str = "M1"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A preset: its runs, how long they train and what is recorded when.
+
+    Attributes:
+        gradient_every: steps between gradient checkpoints (also at step 0 and the last step).
+        hessian_every: steps between sigma_max checkpoints (0: none).
+        hessian_terms: the losses whose sigma_max is tracked (``total`` and/or term names).
+        spectrum_terms: losses whose full spectrum is taken densely at the last step.
+        full_batch: train on one fixed set of ``batch_size`` points per region (Fig. 4) instead of
+            fresh points every step.
+        hessian_dtype: precision of the Hessian products.
+        width, depth: hidden width and layers (None: the problem's network, as in the paper).
+    """
+
+    name: str
+    description: str
+    runs: tuple[RunPlan, ...]
+    steps: int = 40000
+    batch_size: int = 128
+    gradient_every: int = 10000
+    hessian_every: int = 0
+    hessian_terms: tuple[str, ...] = ("total", "residual", "boundary")
+    spectrum_terms: tuple[str, ...] = ()
+    full_batch: bool = False
+    hessian_dtype: str = "float64"
+    width: int | None = None
+    depth: int | None = None
+
+
+HELMHOLTZ = {"a1": 1.0, "a2": 4.0}
+PRESETS: dict[str, Experiment] = {
+    "fig3": Experiment("fig3", "1-D Poisson, C = 1, 2, 4: per-layer gradient histograms of L_r and L_ub (Fig. 3)",
+                       tuple(RunPlan(f"C={c}", "poisson1d", {"C": float(c)}) for c in (1, 2, 4))),
+    "fig4": Experiment("fig4", "Helmholtz a2 = 4, full batch: Hessian spectra of L_r and L_ub (Fig. 4)",
+                       (RunPlan("a2=4", "helmholtz", HELMHOLTZ),), batch_size=256, full_batch=True,
+                       spectrum_terms=("residual", "boundary"), hessian_dtype="float32"),
+    "fig5": Experiment("fig5", "Helmholtz, stiff a2 = 4 vs non-stiff a2 = 1: sigma_max over training (Figs. 2, 5)",
+                       (RunPlan("a2=4", "helmholtz", HELMHOLTZ), RunPlan("a2=1", "helmholtz", {"a1": 1.0, "a2": 1.0})),
+                       hessian_every=1000),
+    "fig11": Experiment("fig11", "Helmholtz a2 = 4, M1 vs M3: sigma_max over training (Fig. 11)",
+                        (RunPlan("M1", "helmholtz", HELMHOLTZ, "M1"), RunPlan("M3", "helmholtz", HELMHOLTZ, "M3")),
+                        hessian_every=1000),
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    """The preset called ``name``."""
+    if name not in PRESETS:
+        raise unknown_choice("diagnostics preset", name, PRESETS)
+    return PRESETS[name]
+
+
+def _due(done: int, every: int, last: int) -> bool:
+    return every > 0 and (done % every == 0 or done == last)
+
+
+def checkpoint(trainer: Any, state: Any, problem: Any, batch: list[np.ndarray], mu: np.ndarray, sigma: np.ndarray,
+               settings: TrainSettings, backend: str, *, parameter_set: str = "weights", gradients: bool = True,
+               hessian_terms: Sequence[str] = (),
+               hessian_dtype: str = "float64") -> tuple[dict[str, float], np.ndarray | None, np.ndarray]:
+    """Diagnostics of the current network on one step's ``batch``.
+
+    Returns:
+        History columns (gradient statistics of grad(lambda_i L_i) per layer and term, see
+        :func:`backends.diagnostics.gradient_statistics`; ``sigma_max_<loss>`` per Hessian term;
+        ``lanczos_products`` in total), the ``(n_terms, n_keys, N_BINS)`` histograms (or None) and
+        the loss weights lambda in force.
+    """
+    exported = trainer.export(state)
+    lam = np.asarray(exported["loss_weights"], np.float64)
+    params = {k: np.asarray(v, np.float64) for k, v in exported.items() if k != "loss_weights"}
+    keys = parameter_keys(params, parameter_set)
+    row: dict[str, float] = {}
+    counts = None
+    if gradients:
+        _, grads = trainer.gradients(state, batch)
+        grads = weighted(grads, lam)
+        row.update(gradient_statistics(grads, problem.term_names(), keys))
+        counts = gradient_histograms(grads, keys)
+    products = 0
+    for term in hessian_terms:
+        op = hessian_operator(backend, problem, params, mu, sigma, batch, lam, term=term, parameter_set=parameter_set,
+                              net=settings.method_spec.net, gate=settings.gate, dtype=hessian_dtype)
+        eig = largest_eigenvalue(op.matmat, op.n)
+        row[f"sigma_max_{term}"] = eig.value
+        products += eig.products
+    if hessian_terms:
+        row["lanczos_products"] = products
+    return row, counts, lam
+
+
+def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = "jax", seed: int = 0,
+            parameter_set: str = "weights", quiet: bool = False) -> dict[str, Any]:
+    """Train ``plan`` with the experiment's schedule, writing its directory under ``out``; return its summary."""
+    problem = get_problem(plan.problem, **plan.parameters)
+    # chunks end on every checkpoint: their length divides the log interval and both diagnostic intervals
+    chunk = math.gcd(100, experiment.gradient_every, experiment.hessian_every)
+    settings = TrainSettings(method=plan.method, steps=experiment.steps, batch_size=experiment.batch_size, seed=seed,
+                             width=experiment.width, depth=experiment.depth, log_every=chunk)
+    impl = get_backend(backend)
+    streams = seed_streams(seed)
+    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
+    mu, sigma = problem.normalisation(streams["normalisation"])
+    trainer = impl.trainer(problem, settings, impl.resolve_device(settings.device))
+    state = trainer.init(params, mu, sigma)
+    names = problem.term_names()
+    x_test = problem.test_grid()
+    ref = problem.reference(x_test)
+    fixed = draw_batches(problem, streams["batches"], 1, settings.batch_size, settings.dtype) if experiment.full_batch else None
+
+    def batches_for(steps: int) -> list[np.ndarray]:
+        if fixed is not None:  # full batch: the same points at every step
+            return [np.repeat(b, steps, axis=0) for b in fixed]
+        return draw_batches(problem, streams["batches"], steps, settings.batch_size, settings.dtype)
+
+    chunk = min(chunk, settings.steps)
+    compile_seconds = trainer.warmup(state, draw_batches(problem, np.random.default_rng(12345), chunk,
+                                                         settings.batch_size, settings.dtype))
+    run_dir = out / plan.label.replace("=", "-")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keys = parameter_keys(params, parameter_set)
+    record = GradientRecord(names, tuple(keys), tuple(int(params[k].size) for k in keys))
+    history: list[dict[str, Any]] = []
+    options = dict(parameter_set=parameter_set, hessian_dtype=experiment.hessian_dtype)
+
+    def diagnose(done: int, batch: list[np.ndarray], row: dict[str, Any]) -> None:
+        grads = _due(done, experiment.gradient_every, settings.steps)
+        hess = experiment.hessian_terms if _due(done, experiment.hessian_every, settings.steps) else ()
+        if grads or hess:
+            stats, counts, lam = checkpoint(trainer, state, problem, batch, mu, sigma, settings, backend,
+                                            gradients=grads, hessian_terms=hess, **options)
+            row.update(stats)
+            if counts is not None:
+                record.add(done, lam, counts)
+
+    t0, train_seconds, done = time.perf_counter(), 0.0, 0
+    first = batches_for(chunk)
+    row0: dict[str, Any] = {"step": 0, "seconds": 0.0}
+    diagnose(0, [b[0] for b in first], row0)
+    history.append(row0)
+    while done < settings.steps:
+        steps = min(chunk, settings.steps - done)
+        batches = [b[:steps] for b in first] if done == 0 else batches_for(steps)
+        t1 = time.perf_counter()
+        state, output = trainer.train(state, batches, done)
+        trainer.sync()
+        train_seconds += time.perf_counter() - t1
+        done += steps
+        row = {"step": done, "seconds": train_seconds,
+               **{f"loss_{n}": float(v) for n, v in zip(names, output.losses[-1])},
+               **{f"weight_{n}": float(v) for n, v in zip(names, output.weights[-1])}}
+        if not np.isfinite(output.losses).all():
+            history.append(row)
+            break
+        pred = trainer.predict(state, x_test, problem.solution_needs)
+        row.update(problem.metrics(problem.solution(np, x_test, {k: v.astype(np.float64) for k, v in pred.items()}), ref))
+        diagnose(done, [b[-1] for b in batches], row)
+        history.append(row)
+        if not quiet and done % max(settings.steps // 10, 1) == 0:
+            print(f"  {experiment.name} {plan.label}: step {done}/{settings.steps}, "
+                  f"{problem.primary_metric} {row[problem.primary_metric]:.3e}", flush=True)
+
+    exported = trainer.export(state)
+    np.savez(run_dir / PARAMS, **exported, norm_mu=mu, norm_sigma=sigma)
+    save_gradients(run_dir, record)
+    _write_history(run_dir / "history.csv", history)
+    spectra = {}
+    if experiment.spectrum_terms:
+        batch = [b[0] for b in batches_for(1)]
+        params64 = {k: np.asarray(v, np.float64) for k, v in exported.items() if k != "loss_weights"}
+        for term in experiment.spectrum_terms:
+            op = hessian_operator(backend, problem, params64, mu, sigma, batch, exported["loss_weights"], term=term,
+                                  parameter_set=parameter_set, net=settings.method_spec.net, gate=settings.gate,
+                                  dtype=experiment.hessian_dtype)
+            spectra[term] = dense_spectrum(op.matmat, op.n)
+        np.savez(run_dir / "spectra.npz", step=done, **spectra)
+    return {"label": plan.label, "problem": plan.problem, "parameters": plan.parameters, "method": plan.method,
+            "directory": run_dir.name, "steps": done, "error": history[-1].get(problem.primary_metric),
+            "metric": problem.primary_metric, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+            "wall_seconds": time.perf_counter() - t0, "history": history, "gradients": record, "spectra": spectra}
+
+
+def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows with different columns (diagnostics only at checkpoints) in one CSV, blanks where absent."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = None, steps: int | None = None,
+                   seed: int = 0, parameter_set: str = "weights", quiet: bool = False) -> Path:
+    """Run a preset and write its runs, figures, ``numbers.json`` and README.md; return the output directory."""
+    from suite.diagnostic_report import write_report  # plotting only when a report is written
+
+    experiment = get_experiment(name)
+    if parameter_set not in PARAMETER_SETS:
+        raise unknown_choice("parameter set", parameter_set, PARAMETER_SETS)
+    if steps is not None:
+        require_positive("--steps", steps)
+        experiment = replace(experiment, steps=steps, gradient_every=min(experiment.gradient_every, steps),
+                             hessian_every=min(experiment.hessian_every, steps))
+    out = Path(out or f"results/diagnostics/{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for plan in experiment.runs:
+        if not quiet:
+            print(f"{experiment.name}: training {plan.label} ({plan.problem} {plan.method}, {experiment.steps} steps, "
+                  f"{backend})", flush=True)
+        results.append(run_one(experiment, plan, out, backend=backend, seed=seed, parameter_set=parameter_set,
+                               quiet=quiet))
+    write_report(experiment, results, out, backend=backend, seed=seed, parameter_set=parameter_set)
+    return out
+
+
+def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``gradpath diagnose PRESET [--backend] [--out] [--steps] [--seed] [--parameter-set]``."""
+    sub = commands.add_parser(
+        "diagnose", help="gradient-pathology diagnostics: the paper's Figs. 3, 4, 5 and 11",
+        description="Train the runs of a diagnostics preset and write gradient histograms, Hessian eigenvalues, "
+                    "figures and a README with the paper's claims beside ours. Presets: "
+                    + "; ".join(f"{k}: {e.description}" for k, e in PRESETS.items()))
+    sub.set_defaults(command=cmd_diagnose)
+    sub.add_argument("preset", metavar="PRESET", help="one of: " + ", ".join(PRESETS))
+    sub.add_argument("--backend", default="jax", metavar="NAME", help="jax or torch (default: jax)")
+    sub.add_argument("--out", metavar="DIR", help="output directory (default: results/diagnostics/PRESET)")
+    sub.add_argument("--steps", type=int, metavar="N", help="Adam steps per run (default: the paper's 40000)")
+    sub.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights and batches (default: 0)")
+    sub.add_argument("--parameter-set", default="weights", metavar="NAME",
+                     help="parameters of the statistics and Hessians: weights (the authors', default) or all")
+    sub.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def cmd_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``gradpath diagnose``: run the preset, print where its results went."""
+    get_experiment(args.preset)
+    if args.backend not in ("jax", "torch"):
+        raise unknown_choice("backend with Hessian products", args.backend, ("jax", "torch"))
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    out = run_experiment(args.preset, backend=args.backend, out=args.out, steps=args.steps, seed=args.seed,
+                         parameter_set=args.parameter_set, quiet=args.quiet)
+    numbers = json.loads((out / "numbers.json").read_text())
+    print(f"{args.preset}: " + "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in numbers.get("headline", {}).items()) + f"; written to {out}")
+    return 0
