@@ -1,0 +1,78 @@
+"""``gradpath bench``: input errors, the report's arithmetic, and one tiny end-to-end run (no timing asserted)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from problems.errors import UsageError
+from suite import bench
+from suite.cli import main
+
+
+def _row(backend: str, method: str, ms: float, problem: str = "helmholtz") -> dict:
+    return {"problem": problem, "backend": backend, "method": method, "device": "cpu", "ms_per_step": ms,
+            "iqr_ms": 0.1, "chunks": 3, "compile_s": 1.0, "peak_rss_mib": 400.0, "rss_delta_mib": 50.0,
+            "peak_device_mib": None, "error": 0.5, "device_name": "cpu", "versions": {}}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "jx"], "unknown backend 'jx'; choose one of: jax, torch"),
+    (["--method", "M1,M5"], "unknown method 'M5'; choose one of: M1, M2, M3, M4"),
+    (["--problem", "helmhotz"], "unknown problem 'helmhotz'; choose one of: .*helmholtz"),
+    (["--device", "gpu"], "unknown device 'gpu'; choose one of: auto, cpu, cuda"),
+])
+def test_bad_input_names_the_valid_choices(argv, message, capsys):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradpath: error: ") and err.count("\n") == 1
+    with pytest.raises(UsageError, match=message):
+        bench._choices([argv[1]], [], {"--backend": ["jax", "torch"], "--method": ["M1", "M2", "M3", "M4"],
+                                       "--problem": ["helmholtz", "poisson1d"],
+                                       "--device": ["auto", "cpu", "cuda"]}[argv[0]], argv[0][2:])
+
+
+def test_choices_accept_repeats_and_comma_lists():
+    assert bench._choices(["M1,M2", "M4", "M2"], [], ["M1", "M2", "M3", "M4"], "method") == ["M1", "M2", "M4"]
+    assert bench._choices(None, ["jax"], ["jax", "torch"], "backend") == ["jax"]
+
+
+def test_ratios_and_targets():
+    rows = [_row("jax", "M1", 0.8), _row("jax", "M2", 0.88), _row("jax", "M4", 1.6),
+            _row("torch", "M1", 2.5), _row("torch", "M2", 3.0)]
+    by = {(r["backend"], r["ratio"]): r for r in bench.ratios(rows)}
+    assert math.isclose(by["jax", "M2/M1"]["value"], 1.1) and by["jax", "M2/M1"]["met"]
+    assert math.isclose(by["jax", "M4/M1"]["value"], 2.0) and not by["jax", "M4/M1"]["met"]
+    assert not by["torch", "M2/M1"]["met"] and ("torch", "M4/M1") not in by
+    met = {t["backend"]: t["met"] for t in bench.targets(rows)}
+    assert met == {"jax": True, "torch": False}
+
+
+def test_quartiles():
+    assert bench._quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 3.0, 4.0)
+    assert bench._quartiles([2.0]) == (2.0, 2.0, 2.0)
+
+
+def test_end_to_end_tiny_run(tmp_path, capsys):
+    """One jax row of 20 steps in a fresh process: the table is printed and written three ways."""
+    out = tmp_path / "perf"
+    assert main(["bench", "--backend", "jax", "--method", "M1", "--steps", "20", "--log-every", "10",
+                 "--device", "cpu", "--no-deepxde", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| helmholtz | jax | M1 | cpu |" in printed and "M1 target" in printed
+    rows = list(csv.DictReader((out / "bench.csv").open()))
+    assert len(rows) == 1 and rows[0]["chunks"] == "2"
+    assert float(rows[0]["ms_per_step"]) > 0 and float(rows[0]["peak_rss_mib"]) > 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["machine"]["cpus"] and "jax" in report["versions"] and report["deepxde"] == []
+    assert (out / "bench.md").read_text().startswith("# gradpath bench")
+
+
+def test_deepxde_worker_measures_its_pytorch_backend():
+    pytest.importorskip("deepxde")
+    out = bench.run_in_subprocess("suite.bench_deepxde", {"steps": 20, "chunk": 10}, env={"DDE_BACKEND": "pytorch"})
+    assert out["backend"] == "pytorch" and out["chunks"] == 2 and out["ms_per_step"] > 0
+    assert math.isfinite(out["final_train_loss"])
