@@ -16,6 +16,7 @@ import numpy as np
 
 from backends import get_backend
 from backends.data import draw_batches, seed_streams
+from backends.diagnostics import GradientRecord, gradient_histograms, gradient_statistics, parameter_keys, weighted
 from backends.init import init_params
 from backends.protocol import Trainer
 from backends.settings import TrainSettings
@@ -31,11 +32,13 @@ class TrainResult:
         history: one dict per logged step (see :func:`train`).
         summary: final error, steps, timings, divergence.
         params: final parameters and loss weights (numpy).
+        gradients: per-layer gradient histograms at the gradient checkpoints (None when not recorded).
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    gradients: GradientRecord | None = None
 
 
 def evaluate(problem: Problem, trainer: Trainer, state: Any, x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -71,7 +74,7 @@ def check_same_but_seed(settings: Sequence[TrainSettings]) -> None:
 
 
 def train(problem: Problem, settings: TrainSettings, backend: str,
-          on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          on_log: Callable[[dict[str, Any]], None] | None = None, *, gradient_every: int = 0) -> TrainResult:
     """Train one PINN.
 
     Args:
@@ -79,6 +82,7 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         settings: method, network, optimiser and data settings.
         backend: registered backend name (``jax``, ``torch``, ...).
         on_log: called with each history row as soon as it exists (the suite writes it to disk).
+        gradient_every: steps between gradient checkpoints (0: none); see :func:`train_seeds`.
 
     Returns:
         A TrainResult. History rows hold ``step`` (steps done), ``seconds`` (training time so far,
@@ -89,12 +93,12 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         ``ms_per_step`` is the median over full chunks of chunk time / chunk steps.
     """
     log = None if on_log is None else (lambda lane, row: on_log(row))
-    return train_seeds(problem, [settings], backend, log, vectorise=False)[0]
+    return train_seeds(problem, [settings], backend, log, vectorise=False, gradient_every=gradient_every)[0]
 
 
 def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: str,
                 on_log: Callable[[int, dict[str, Any]], None] | None = None, *,
-                vectorise: bool = True) -> list[TrainResult]:
+                vectorise: bool = True, gradient_every: int = 0) -> list[TrainResult]:
     """Train several seeds of one configuration, as one vectorised program where the backend can.
 
     Each seed gets exactly the weights, normalisation and batches of its own :func:`train` run,
@@ -109,6 +113,12 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
         backend: registered backend name.
         on_log: called with ``(index into settings, history row)`` as each row exists.
         vectorise: False trains the seeds one after the other (so does a backend without lanes).
+        gradient_every: at the first logged step at or past every multiple of this many steps, and
+            at the last, the gradients of every lambda-weighted loss term w.r.t. each weight matrix
+            on that step's batch (as the authors' code, spec 2.5): their per-layer statistics go into
+            the history row (``grad_max_<term>_W<l>`` etc., see
+            :func:`backends.diagnostics.gradient_statistics`; NaN in the other rows, so every row
+            has the same columns) and their histograms into ``TrainResult.gradients``. 0: none.
 
     Returns:
         One TrainResult per settings object, in order (see :func:`train`).
@@ -117,7 +127,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
     check_same_but_seed(settings)
     if len(settings) > 1 and not (vectorise and supports_lanes(backend)):
         return [train_seeds(problem, [s], backend, None if on_log is None else
-                            (lambda _, row, i=i: on_log(i, row)), vectorise=False)[0]
+                            (lambda _, row, i=i: on_log(i, row)), vectorise=False, gradient_every=gradient_every)[0]
                 for i, s in enumerate(settings)]
     lanes = None if len(settings) == 1 else len(settings)
     first = settings[0]
@@ -139,6 +149,11 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
 
     n = len(settings)
     results = [TrainResult() for _ in settings]
+    keys = parameter_keys(params[0], "weights")
+    if gradient_every > 0:
+        for result in results:
+            result.gradients = GradientRecord(names, tuple(keys), tuple(int(params[0][k].size) for k in keys))
+        blank = dict.fromkeys(gradient_statistics([{k: np.ones(1) for k in keys}] * len(names), names, keys), float("nan"))
     done = [0] * n  # steps each seed has taken (a diverged seed stops counting)
     diverged_at: list[int | None] = [None] * n
     total, executed, seconds, chunk_ms = 0, 0, 0.0, []
@@ -160,6 +175,10 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
         weights = out.weights[None] if lanes is None else out.weights
         live = [i for i in range(n) if diverged_at[i] is None]
         metrics = _evaluate_lanes(problem, trainer, state, x_test, ref, lanes)
+        checkpoint = gradient_every > 0 and ((total + steps) // gradient_every > total // gradient_every
+                                             or total + steps == first.steps)
+        stats = _gradient_checkpoint(trainer, state, per_seed, weights[:, steps - 1], names, keys, lanes) \
+            if checkpoint else None
         for i in live:
             bad = ~np.isfinite(losses[i]).all(axis=1)
             taken = steps
@@ -171,6 +190,10 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
             row.update({f"loss_{k}": float(v) for k, v in zip(names, losses[i, taken - 1])})
             row.update({f"weight_{k}": float(v) for k, v in zip(names, weights[i, taken - 1])})
             row.update(metrics[i] if diverged_at[i] is None else nan_metrics)
+            if gradient_every > 0:
+                row.update(stats[i][0] if stats is not None and diverged_at[i] is None else blank)
+                if stats is not None and diverged_at[i] is None:
+                    results[i].gradients.add(done[i], weights[i, steps - 1], stats[i][1])
             results[i].history.append(row)
             if on_log is not None:
                 on_log(i, row)
@@ -208,3 +231,18 @@ def _lanes_of(per_seed: list[list[Any]], lanes: int | None) -> list[Any]:
         return [items[0] for items in per_seed]
     return [{k: np.stack([d[k] for d in items]) for k in items[0]} if isinstance(items[0], dict)
             else np.stack(items) for items in per_seed]
+
+
+def _gradient_checkpoint(trainer: Trainer, state: Any, per_seed: list[list[np.ndarray]], weights: np.ndarray,
+                         names: Sequence[str], keys: Sequence[str],
+                         lanes: int | None) -> list[tuple[dict[str, float], np.ndarray]]:
+    """Per seed: gradient statistics and histograms of grad(lambda_i L_i) on the chunk's last batch."""
+    last = [[b[-1] for b in batches] for batches in per_seed]
+    batch = last[0] if lanes is None else [np.stack(b) for b in zip(*last)]
+    _, grads = trainer.gradients(state, batch)
+    per_lane = [grads] if lanes is None else [[{k: g[k][i] for k in g} for g in grads] for i in range(lanes)]
+    out = []
+    for lane, lam in zip(per_lane, weights):
+        lane = weighted(lane, lam)
+        out.append((gradient_statistics(lane, names, keys), gradient_histograms(lane, keys)))
+    return out

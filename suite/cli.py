@@ -30,7 +30,7 @@ from suite.manifest import manifest
 from suite.progress import Progress
 from suite.diagnostics import add_diagnose_command
 from suite.reference import add_reference_command
-from suite.record import SUMMARY, RunRecord
+from suite.record import SUMMARY, RunRecord, save_gradients
 from suite.store import DEFAULT_STORE, Store, gather, write_tables
 
 
@@ -67,6 +67,16 @@ SETTING_OPTIONS: dict[str, tuple[tuple[str, ...], Any, str, str]] = {
     "device": (("--device",), str, "NAME", "auto, cpu or cuda"),
 }
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -113,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs", metavar="DIR", help="directory of run records (default: runs)")
     run.add_argument("--force", action="store_true", help="overwrite a complete run with the same configuration")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    # not a TrainSettings field: recording gradients does not change the run, so not its config hash either
+    run.add_argument("--gradient-every", type=_non_negative_int, default=10000, metavar="N",
+                     help="steps between records of each loss term's per-layer gradient statistics (history) and "
+                          "histograms (gradients.npz); 0: none (default: 10000, as the authors' code)")
     _add_campaign_commands(commands)
     add_reference_command(commands, _finite_float)
     add_diagnose_command(commands)
@@ -175,7 +189,8 @@ def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunRecord, *, quiet: bool) -> TrainResult:
+def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunRecord, *, quiet: bool,
+           gradient_every: int = 0) -> TrainResult:
     """Train, writing each history row to ``record`` and the progress bar; an exception marks the record."""
     metric = problem.primary_metric
     progress = Progress(settings.steps, metric, quiet=quiet)
@@ -187,7 +202,7 @@ def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunR
         last.update(row)
 
     try:
-        return training.train(problem, settings, backend, on_log)
+        return training.train(problem, settings, backend, on_log, gradient_every=gradient_every)
     except BaseException as exc:
         partial = {"steps": last.get("step", 0), "error": last.get(metric), "metric": metric}
         if isinstance(exc, KeyboardInterrupt):
@@ -212,12 +227,14 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
               "settings": settings.resolved(problem)}
     record = RunRecord.create(args.out, config, manifest(backend, device, settings.seed, argv), force=args.force)
     try:
-        result = _train(problem, settings, args.backend, record, quiet=args.quiet)
+        result = _train(problem, settings, args.backend, record, quiet=args.quiet, gradient_every=args.gradient_every)
     except KeyboardInterrupt:
         print(f"gradpath: interrupted; what was logged is kept in {record.path}", file=sys.stderr)
         return 130
 
     summary = result.summary
+    if result.gradients is not None and result.gradients.steps:
+        save_gradients(record.path, result.gradients)
     if summary["diverged"]:
         record.finish("diverged", summary, result.params)
         print(f"gradpath: error: run diverged at step {summary['diverged_at_step']}: "

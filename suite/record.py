@@ -136,7 +136,7 @@ class RunRecord:
         if not force and read_status(path) == "complete":
             raise UsageError(f"run directory {path} already holds a complete run; pass --force to overwrite")
         path.mkdir(parents=True, exist_ok=True)
-        for stale in (HISTORY, PARAMS):
+        for stale in (HISTORY, PARAMS, GRADIENTS):
             (path / stale).unlink(missing_ok=True)
         write_json(path / CONFIG, config)
         write_json(path / MANIFEST, manifest)

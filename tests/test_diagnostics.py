@@ -204,3 +204,22 @@ def test_the_diagnose_command_refuses_bad_input(capsys):
     assert "unknown parameter set 'biases'; choose one of: all, weights" in capsys.readouterr().err
     assert main(["diagnose", "fig3", "--backend", "tf"]) == 2
     assert "choose one of: jax, torch" in capsys.readouterr().err
+
+
+def test_training_records_gradients_per_seed_also_when_seeds_are_vectorised():
+    from backends.training import train, train_seeds
+
+    p = get_problem("poisson1d")
+    settings = [TrainSettings(width=5, depth=2, steps=50, log_every=20, batch_size=16, dtype="float64", seed=s,
+                              device="cpu") for s in (0, 1)]
+    backend = "jax" if importlib.util.find_spec("jax") else "torch"
+    together = train_seeds(p, settings, backend, gradient_every=40)
+    alone = train(p, settings[1], backend, gradient_every=40)
+    for result in (*together, alone):
+        steps = [row["step"] for row in result.history if np.isfinite(row["grad_max_residual_W0"])]
+        assert steps == result.gradients.steps == [40, 50]  # the first row at or past 40, and the last
+        assert all(np.isnan(row["grad_mean_boundary_W1"]) for row in result.history if row["step"] == 20)
+        np.testing.assert_array_equal(np.array(result.gradients.counts).sum(axis=3)[0], [[5, 25, 5]] * 2)
+    a, b = together[1].history[-1], alone.history[-1]
+    for key in (k for k in b if k.startswith("grad_")):
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
