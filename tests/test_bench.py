@@ -9,7 +9,7 @@ import math
 import pytest
 
 from problems.errors import UsageError
-from suite import bench
+from suite import bench, bench_report
 from suite.cli import main
 
 
@@ -43,11 +43,11 @@ def test_choices_accept_repeats_and_comma_lists():
 def test_ratios_and_targets():
     rows = [_row("jax", "M1", 0.8), _row("jax", "M2", 0.88), _row("jax", "M4", 1.6),
             _row("torch", "M1", 2.5), _row("torch", "M2", 3.0)]
-    by = {(r["backend"], r["ratio"]): r for r in bench.ratios(rows)}
+    by = {(r["backend"], r["ratio"]): r for r in bench_report.ratios(rows)}
     assert math.isclose(by["jax", "M2/M1"]["value"], 1.1) and by["jax", "M2/M1"]["met"]
     assert math.isclose(by["jax", "M4/M1"]["value"], 2.0) and not by["jax", "M4/M1"]["met"]
     assert not by["torch", "M2/M1"]["met"] and ("torch", "M4/M1") not in by
-    met = {t["backend"]: t["met"] for t in bench.targets(rows)}
+    met = {t["backend"]: t["met"] for t in bench_report.targets(rows)}
     assert met == {"jax": True, "torch": False}
 
 
