@@ -22,6 +22,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator
 
 from backends.diagnostics import HIST_EDGES, GradientRecord, histogram_quantile
 from suite.plots import DPI, STYLE
@@ -77,6 +78,8 @@ def histogram_figure(records: Sequence[tuple[str, GradientRecord]], path: Path, 
                 # x range: where 99.9% of the residual's entries lie, so its shape fills the panel
                 reach = histogram_quantile(counts[0, j], 0.999)
                 ax.set_xlim(-reach, reach)
+                ax.xaxis.set_major_locator(MaxNLocator(5, symmetric=True))
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
                 ax.set_yscale("log")
                 residual = counts[0, j, 1:-1] / (size * widths)
                 visible = residual[(np.abs(centres) < reach) & (residual > 0)]

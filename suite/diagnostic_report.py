@@ -11,7 +11,6 @@ The measured ratios (spec 8, 9):
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,9 +131,9 @@ def write_report(experiment: Any, results: Sequence[dict[str, Any]], out: Path, 
     if parameter_set != "weights":
         command += f" --parameter-set {parameter_set}"
     runs = "; ".join(f"{r['label']}: {r['problem']} {r['method']}, {r['metric']} {r['error']:.3e} after {r['steps']} "
-                     f"steps ({r['train_seconds']:.0f} s training)" for r in results)
+                     f"steps ({r['train_seconds']:.0f} s of training steps)" for r in results)
     lines = [f"# {experiment.name}: {experiment.description}", "",
-             f"Command: `{command}` (Python {sys.version.split()[0]}).", "",
+             f"Command: `{command}`; `--report-only` redraws the figures and this file from the runs.", "",
              f"Settings: {experiment.steps} Adam steps (the paper: 40,000), batch {experiment.batch_size} per region"
              + (" (one fixed set of points: full batch)" if experiment.full_batch else " (fresh points every step)")
              + f", float32 training; gradients every {experiment.gradient_every} steps"

@@ -38,7 +38,7 @@ from backends.init import init_params
 from backends.settings import TrainSettings
 from problems import get_problem
 from problems.errors import UsageError, require_positive, unknown_choice
-from suite.record import PARAMS, save_gradients, write_json
+from suite.record import PARAMS, load_gradients, save_gradients, write_json
 
 
 @dataclass(frozen=True)
@@ -228,10 +228,36 @@ def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = 
                                   dtype=experiment.hessian_dtype)
             spectra[term] = dense_spectrum(op.matmat, op.n)
         np.savez(run_dir / "spectra.npz", step=done, **spectra)
-    return {"label": plan.label, "problem": plan.problem, "parameters": plan.parameters, "method": plan.method,
-            "directory": run_dir.name, "steps": done, "error": history[-1].get(problem.primary_metric),
-            "metric": problem.primary_metric, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
-            "wall_seconds": time.perf_counter() - t0, "history": history, "gradients": record, "spectra": spectra}
+    summary = {"label": plan.label, "problem": plan.problem, "parameters": plan.parameters, "method": plan.method,
+               "directory": run_dir.name, "steps": done, "error": history[-1].get(problem.primary_metric),
+               "metric": problem.primary_metric, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+               "wall_seconds": time.perf_counter() - t0}
+    write_json(run_dir / "summary.json", summary)
+    return {**summary, "history": history, "gradients": record, "spectra": spectra}
+
+
+def load_run(experiment: Experiment, plan: RunPlan, out: Path) -> dict[str, Any]:
+    """A finished run of ``plan`` as :func:`run_one` returned it, read back from its directory under ``out``."""
+    import pandas as pd
+
+    run_dir = out / plan.label.replace("=", "-")
+    if not (run_dir / "history.csv").is_file():
+        raise UsageError(f"{run_dir} holds no finished run; run `gradpath diagnose {experiment.name}` first")
+    frame = pd.read_csv(run_dir / "history.csv")
+    history = [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+               for row in frame.to_dict("records")]
+    problem = get_problem(plan.problem, **plan.parameters)
+    summary = {"label": plan.label, "problem": plan.problem, "parameters": plan.parameters, "method": plan.method,
+               "directory": run_dir.name, "steps": int(frame["step"].iloc[-1]),
+               "error": history[-1].get(problem.primary_metric), "metric": problem.primary_metric,
+               "train_seconds": float(frame["seconds"].iloc[-1]), "compile_seconds": None, "wall_seconds": None}
+    if (run_dir / "summary.json").is_file():
+        summary.update(json.loads((run_dir / "summary.json").read_text()))
+    spectra = {}
+    if (run_dir / "spectra.npz").is_file():
+        with np.load(run_dir / "spectra.npz") as data:
+            spectra = {t: data[t] for t in experiment.spectrum_terms if t in data}
+    return {**summary, "history": history, "gradients": load_gradients(run_dir), "spectra": spectra}
 
 
 def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -246,8 +272,11 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = None, steps: int | None = None,
-                   seed: int = 0, parameter_set: str = "weights", quiet: bool = False) -> Path:
-    """Run a preset and write its runs, figures, ``numbers.json`` and README.md; return the output directory."""
+                   seed: int = 0, parameter_set: str = "weights", quiet: bool = False, report_only: bool = False) -> Path:
+    """Run a preset and write its runs, figures, ``numbers.json`` and README.md; return the output directory.
+
+    With ``report_only``, nothing is trained: the figures and numbers are rebuilt from the runs in ``out``.
+    """
     from suite.diagnostic_report import write_report  # plotting only when a report is written
 
     experiment = get_experiment(name)
@@ -259,8 +288,8 @@ def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = 
                              hessian_every=min(experiment.hessian_every, steps))
     out = Path(out or f"results/diagnostics/{name}")
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for plan in experiment.runs:
+    results = [load_run(experiment, plan, out) for plan in experiment.runs] if report_only else []
+    for plan in experiment.runs if not report_only else ():
         if not quiet:
             print(f"{experiment.name}: training {plan.label} ({plan.problem} {plan.method}, {experiment.steps} steps, "
                   f"{backend})", flush=True)
@@ -278,7 +307,11 @@ def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
                     "figures and a README with the paper's claims beside ours. Presets: "
                     + "; ".join(f"{k}: {e.description}" for k, e in PRESETS.items()))
     sub.set_defaults(command=cmd_diagnose)
-    sub.add_argument("preset", metavar="PRESET", help="one of: " + ", ".join(PRESETS))
+    sub.add_argument("preset", metavar="PRESET", help="one of: " + ", ".join(PRESETS) + "; or `histograms RUN_DIR...`: "
+                     "the per-layer gradient histograms a `gradpath run` recorded (gradients.npz), one row per run "
+                     "(e.g. the paper's Figs. 2, 7, 12, 13), written to --out (default: gradient-histograms.png)")
+    sub.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories (histograms only)")
+    sub.add_argument("--step", type=int, metavar="N", help="histograms: the checkpoint to draw (default: the last)")
     sub.add_argument("--backend", default="jax", metavar="NAME", help="jax or torch (default: jax)")
     sub.add_argument("--out", metavar="DIR", help="output directory (default: results/diagnostics/PRESET)")
     sub.add_argument("--steps", type=int, metavar="N", help="Adam steps per run (default: the paper's 40000)")
@@ -286,18 +319,44 @@ def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--parameter-set", default="weights", metavar="NAME",
                      help="parameters of the statistics and Hessians: weights (the authors', default) or all")
     sub.add_argument("--quiet", action="store_true", help="no progress lines")
+    sub.add_argument("--report-only", action="store_true",
+                     help="train nothing: rebuild the figures, numbers.json and README.md from the runs in --out")
 
 
 def cmd_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``gradpath diagnose``: run the preset, print where its results went."""
+    if args.preset == "histograms":
+        return _plot_histograms(args.runs, Path(args.out or "gradient-histograms.png"), args.step)
+    if args.runs:
+        raise UsageError(f"run directories are only taken by `gradpath diagnose histograms`, not by {args.preset!r}")
     get_experiment(args.preset)
     if args.backend not in ("jax", "torch"):
         raise unknown_choice("backend with Hessian products", args.backend, ("jax", "torch"))
     if args.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     out = run_experiment(args.preset, backend=args.backend, out=args.out, steps=args.steps, seed=args.seed,
-                         parameter_set=args.parameter_set, quiet=args.quiet)
+                         parameter_set=args.parameter_set, quiet=args.quiet, report_only=args.report_only)
     numbers = json.loads((out / "numbers.json").read_text())
     print(f"{args.preset}: " + "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in numbers.get("headline", {}).items()) + f"; written to {out}")
+    return 0
+
+
+def _plot_histograms(runs: Sequence[str], out: Path, step: int | None) -> int:
+    """``gradpath diagnose histograms RUN_DIR...``: one figure of the runs' recorded gradient histograms."""
+    from suite.diagnostic_plots import histogram_figure
+
+    if not runs:
+        raise UsageError("histograms needs at least one run directory with a gradients.npz (gradpath run records one)")
+    records = []
+    for run in runs:
+        path = Path(run)
+        if not (path / "gradients.npz").is_file():
+            raise UsageError(f"{run} holds no gradients.npz; record one with `gradpath run ... --gradient-every N`")
+        record = load_gradients(path)
+        if step is not None and step not in record.steps:
+            raise UsageError(f"{run} has no gradient checkpoint at step {step}; "
+                             f"choose one of: {', '.join(map(str, record.steps))}")
+        records.append((path.name, record))
+    print(f"wrote {histogram_figure(records, out, step=step)}")
     return 0

@@ -169,7 +169,7 @@ def test_jax_and_torch_give_the_same_statistics_and_sigma_max():
 
 def test_a_preset_runs_end_to_end_and_writes_its_report(tmp_path):
     from suite.diagnostic_report import write_report
-    from suite.diagnostics import Experiment, RunPlan, run_one
+    from suite.diagnostics import Experiment, RunPlan, load_run, run_one
 
     experiment = Experiment("fig5", "a small fig5", (RunPlan("C=1", "poisson1d", {"C": 1.0}),
                                                      RunPlan("C=2", "poisson1d", {"C": 2.0})),
@@ -193,6 +193,14 @@ def test_a_preset_runs_end_to_end_and_writes_its_report(tmp_path):
     a, b = (np.array([row["sigma_max_total"] for row in r["history"] if "sigma_max_total" in row]) for r in results)
     assert ratio["last_ratio"] == pytest.approx(a[-1] / b[-1])
     assert ratio["geometric_mean_ratio"] == pytest.approx(np.exp(np.mean(np.log(a / b))))
+    # --report-only reads the runs back: the same numbers
+    again = [load_run(experiment, plan, tmp_path) for plan in experiment.runs]
+    write_report(experiment, again, tmp_path / "again", backend=backend, seed=0, parameter_set="weights")
+    assert json.loads((tmp_path / "again" / "numbers.json").read_text())["sigma_max"] == numbers["sigma_max"]
+    from suite.cli import main
+    assert main(["diagnose", "histograms", str(tmp_path / "C-1"), str(tmp_path / "C-2"), "--step", "20",
+                 "--out", str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").stat().st_size > 0
 
 
 def test_the_diagnose_command_refuses_bad_input(capsys):
@@ -204,6 +212,8 @@ def test_the_diagnose_command_refuses_bad_input(capsys):
     assert "unknown parameter set 'biases'; choose one of: all, weights" in capsys.readouterr().err
     assert main(["diagnose", "fig3", "--backend", "tf"]) == 2
     assert "choose one of: jax, torch" in capsys.readouterr().err
+    assert main(["diagnose", "histograms"]) == 2
+    assert "at least one run directory" in capsys.readouterr().err
 
 
 def test_training_records_gradients_per_seed_also_when_seeds_are_vectorised():
