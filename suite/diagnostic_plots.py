@@ -22,7 +22,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from backends.diagnostics import HIST_EDGES, GradientRecord, histogram_quantile
 from suite.plots import DPI, STYLE
@@ -44,6 +44,12 @@ def _save(fig: MplFigure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path
+
+
+def _steps_axis(ax) -> None:
+    """Training steps as 0, 10k, 20k: five-digit tick labels would run into each other."""
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
 
 
 def _gradient_label(term: str, index: int) -> str:
@@ -109,7 +115,7 @@ def sigma_max_figure(histories: Sequence[tuple[str, pd.DataFrame]], terms: Seque
                     ax.plot(data["step"], data[column], color=colours[k], linewidth=1.3, marker="o", markersize=2.5,
                             label=label)
             ax.set_yscale("log")
-            ax.set_xlabel("training step")
+            _steps_axis(ax)
             ax.set_ylabel("sigma_max of the Hessian")
             ax.set_title(f"Hessian of {LOSS_LABELS.get(term, term)}")
         handles, labels = axes[0][0].get_legend_handles_labels()
@@ -139,7 +145,7 @@ def spectrum_figure(spectra: dict[str, np.ndarray], history: pd.DataFrame, path:
                 data = history[["step", column]].dropna()
                 ax.plot(data["step"], data[column], color=colours[k], linewidth=1.0, label=LOSS_LABELS.get(term, term))
         ax.set_yscale("log")
-        ax.set_xlabel("training step")
+        _steps_axis(ax)
         ax.set_ylabel("loss")
         ax.set_title("(b) losses during training")
         ax.legend(frameon=False)

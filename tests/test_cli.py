@@ -19,7 +19,7 @@ from backends.training import TrainResult
 from backends.weighting import WEIGHTINGS
 from problems import problem_names
 from suite.cli import main
-from suite.record import CONFIG, HISTORY, MANIFEST, PARAMS, SUMMARY
+from suite.record import CONFIG, GRADIENTS, HISTORY, MANIFEST, PARAMS, SUMMARY
 
 TINY = ["--iterations", "20", "--log-every", "10", "--width", "8", "--depth", "2"]
 
@@ -83,14 +83,17 @@ def test_run_end_to_end_writes_a_record_pandas_reads(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (run,) = tmp_path.iterdir()
     assert run.name.startswith("helmholtz-M4-jax-s0-")
-    assert {p.name for p in run.iterdir()} == {CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS}
+    # gradients.npz: --gradient-every (default 10000) also records the last step
+    assert {p.name for p in run.iterdir()} == {CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS, GRADIENTS}
     assert proc.stderr == ""  # no progress bar off a terminal
     assert str(run) in proc.stdout and "ms/step" in proc.stdout and "rel_l2" in proc.stdout
 
     history = pd.read_csv(run / HISTORY)
-    assert list(history.columns) == ["step", "seconds", "loss_residual", "loss_boundary",
-                                     "weight_residual", "weight_boundary", "rel_l2"]
+    assert list(history.columns)[:7] == ["step", "seconds", "loss_residual", "loss_boundary",
+                                         "weight_residual", "weight_boundary", "rel_l2"]
+    assert all(c.startswith("grad_") for c in history.columns[7:])
     assert history["step"].tolist() == [10, 20] and history["rel_l2"].notna().all()
+    assert history["grad_max_residual_W0"].isna().tolist() == [True, False]  # the last step only
     summary = pd.read_json(run / SUMMARY, typ="series")
     assert summary["status"] == "complete" and summary["steps"] == 20 and not summary["diverged"]
     assert summary["error"] == pytest.approx(history["rel_l2"].iloc[-1])
