@@ -253,6 +253,9 @@ def load_run(experiment: Experiment, plan: RunPlan, out: Path) -> dict[str, Any]
                "train_seconds": float(frame["seconds"].iloc[-1]), "compile_seconds": None, "wall_seconds": None}
     if (run_dir / "summary.json").is_file():
         summary.update(json.loads((run_dir / "summary.json").read_text()))
+    elif (out / "numbers.json").is_file():  # records written before runs kept a summary of their own
+        earlier = json.loads((out / "numbers.json").read_text()).get("runs", [])
+        summary.update(next((r for r in earlier if r.get("label") == plan.label), {}))
     spectra = {}
     if (run_dir / "spectra.npz").is_file():
         with np.load(run_dir / "spectra.npz") as data:
