@@ -28,7 +28,7 @@ from suite.executors import EXECUTORS, make_executor
 from suite.listing import listing
 from suite.manifest import manifest
 from suite.progress import Progress
-from suite.diagnostics import add_diagnose_command
+from suite.diagnose_command import add_diagnose_command
 from suite.reference import add_reference_command
 from suite.record import SUMMARY, RunRecord, save_gradients
 from suite.store import DEFAULT_STORE, Store, gather, write_tables
