@@ -34,7 +34,7 @@ def test_no_import_against_the_dependency_direction(package):
 
 
 def test_shared_backend_code_imports_no_framework():
-    for name in ("jets", "losses", "weighting", "adam", "training", "data", "init", "settings", "methods",
+    for name in ("jets", "losses", "weighting", "adam", "training", "data", "init", "settings", "methods", "diagnostics",
                  "conformance"):
         bad = imported_roots(ROOT / "backends" / f"{name}.py") & {"torch", "jax"}
         assert not bad, f"backends/{name}.py imports {sorted(bad)}"
