@@ -14,7 +14,6 @@ predicate would turn it into a select that computes the per-term Jacobian at eve
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
