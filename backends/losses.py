@@ -26,15 +26,24 @@ def term_losses(xp: Any, problem: Problem, params: dict, batches: list, mu: Any,
     A term's loss is ``scale * sum over regions and misfit components of mean(misfit**2)``
     (see problems.core.Term).
     """
-    losses = []
-    for term, points in zip(problem.terms(), batches):
-        regions, batch, dim = points.shape
-        x = xp.reshape(points, (regions * batch, dim))
-        d = derivatives(xp, problem, params, x, mu, sigma, term.needs, net=net, gate=gate)
-        misfit = term.misfit(xp, x, d)
-        components = misfit if isinstance(misfit, tuple) else (misfit,)
-        loss = 0.0
-        for c in components:
-            loss = loss + xp.sum(xp.mean(xp.reshape(c * c, (regions, batch)), axis=1))
-        losses.append(term.scale * loss if term.scale != 1.0 else loss)
-    return xp.stack(losses)
+    return xp.stack([term_loss(xp, problem, i, params, points, mu, sigma, net=net, gate=gate)
+                     for i, points in enumerate(batches)])
+
+
+def term_loss(xp: Any, problem: Problem, index: int, params: dict, points: Any, mu: Any, sigma: Any,
+              *, net: str, gate: str) -> Any:
+    """The unweighted loss of term ``index`` alone on its points ``(n_regions, batch, d)`` (a scalar).
+
+    Its own function so that per-term gradients (the lambda update) differentiate one term's
+    graph each, instead of back-propagating zeros through the others.
+    """
+    term = problem.terms()[index]
+    regions, batch, dim = points.shape
+    x = xp.reshape(points, (regions * batch, dim))
+    d = derivatives(xp, problem, params, x, mu, sigma, term.needs, net=net, gate=gate)
+    misfit = term.misfit(xp, x, d)
+    components = misfit if isinstance(misfit, tuple) else (misfit,)
+    loss = 0.0
+    for c in components:
+        loss = loss + xp.sum(xp.mean(xp.reshape(c * c, (regions, batch)), axis=1))
+    return term.scale * loss if term.scale != 1.0 else loss

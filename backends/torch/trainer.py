@@ -34,7 +34,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from backends.adam import adam_update, learning_rate
 from backends.devices import cpu_name
-from backends.losses import derivatives, term_losses
+from backends.losses import derivatives, term_loss, term_losses
 from backends.protocol import ChunkOutput
 from backends.settings import TrainSettings
 from problems.core import Problem
@@ -119,12 +119,13 @@ class TorchTrainer:
                            net=self.net, gate=self.gate)
 
     def _term_gradients(self, params, batch, norm):
-        def losses_twice(p):  # (differentiated, aux): the losses come with their Jacobian
-            losses = self._losses(p, batch, norm)
-            return losses, losses
-
-        jac, losses = torch.func.jacrev(losses_twice, has_aux=True)(params)
-        return losses, [{k: g[i] for k, g in jac.items()} for i in range(losses.shape[0])]
+        # one gradient per term rather than jacrev of the loss vector: jacrev back-propagates a
+        # one-hot cotangent through every term's graph, zeros included (the lambda update then
+        # costs about one step instead of about two)
+        pairs = [torch.func.grad_and_value(lambda p, i=i: term_loss(xp, self.problem, i, p, batch[i], norm["mu"],
+                                                                    norm["sigma"], net=self.net, gate=self.gate))(params)
+                 for i in range(len(batch))]
+        return torch.stack([value for _, value in pairs]), [grads for grads, _ in pairs]
 
     def _step(self, state, batch):
         s = self.settings
