@@ -19,7 +19,8 @@ from suite.campaign import Campaign, RunSpec
 from suite.manifest import _git
 from suite.plots import FIGURES, Figure, Skipped, build_figures
 from suite.store import Store, gather, write_tables
-from suite.tables import PAPER_STEPS, build_tables, table_markdown
+from suite.paper_comparison import comparison_section
+from suite.tables import PAPER_STEPS, build_tables, cell_stats, table_markdown
 from suite.tables import write_tables as write_table_files
 
 # Figures of the report (suite.plots.FIGURES): each takes (runs, history, figures directory, store root)
@@ -90,6 +91,8 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
     if devices:
         parts += [f"Devices: {', '.join(devices)}. Timings of runs that shared the machine (`--jobs` > 1) "
                   "include that contention.\n\n"]
+    if tables:
+        parts += [comparison_section(cell_stats(runs), runs)]
     parts += ["## Tables\n\n"] + [table_markdown(t) + "\n" for t in tables]
     if not tables:
         parts += ["No run has finished yet.\n\n"]

@@ -1,0 +1,131 @@
+"""REPORT.md's "Beside the paper" section: the headline factors, the factor-2 count, the two backends
+side by side and what the campaign cost, all computed from the per-cell statistics of suite.tables.
+
+Each function takes the cells of :func:`suite.tables.cell_stats` (or the runs table) and returns
+markdown lines; nothing here reads the store or trains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# within this factor of the paper's value a cell counts as reproduced (issue 8)
+FACTOR = 2.0
+
+
+def _label(cell: pd.Series) -> str:
+    """The configuration apart from method, backend and seed, e.g. ``helmholtz 50x3`` or ``cavity psi-p``."""
+    text = str(cell["problem"])
+    if isinstance(cell.get("param_form"), str):
+        text += f" {cell['param_form']}"
+    elif np.isfinite(cell.get("width", np.nan)) and np.isfinite(cell.get("depth", np.nan)):
+        text += f" {int(cell['width'])}x{int(cell['depth'])}"
+    return text
+
+
+def _e(value: float) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.2e}"
+
+
+def _x(value: float) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.1f}x"
+
+
+def _measured(cells: pd.DataFrame) -> pd.DataFrame:
+    out = cells[cells["n"] > 0].copy()
+    out["label"] = [_label(c) for _, c in out.iterrows()]
+    return out
+
+
+def headline_lines(cells: pd.DataFrame) -> list[str]:
+    """M4/M1 per configuration and backend, beside the paper's (Helmholtz 50x3: 27x, Klein-Gordon 64x, cavity psi-p 7.9x)."""
+    m = _measured(cells)
+    rows = []
+    for (label, backend), group in m.groupby(["label", "backend"], sort=False):
+        by = group.set_index("method")
+        if "M1" not in by.index or "M4" not in by.index:
+            continue
+        rows.append(f"| {label} | {backend} | {_e(by.at['M1', 'mean'])} | {_e(by.at['M4', 'mean'])} | "
+                    f"{_x(by.at['M4', 'improvement'])} | {_x(by.at['M4', 'paper_improvement'])} | "
+                    f"{int(by.at['M1', 'n'])}, {int(by.at['M4', 'n'])} |")
+    if not rows:
+        return ["No configuration has both M1 and M4 results yet.\n"]
+    return ["| configuration | backend | M1 mean | M4 mean | M4 vs M1 (ours) | M4 vs M1 (paper) | seeds M1, M4 |\n",
+            "|---|---|---|---|---|---|---|\n", *[r + "\n" for r in rows]]
+
+
+def factor_lines(cells: pd.DataFrame, factor: float = FACTOR) -> list[str]:
+    """How many measured cells lie within ``factor`` of the paper's value, and the ones that do not."""
+    m = _measured(cells)
+    m = m[np.isfinite(m["paper"])]
+    if m.empty:
+        return ["No measured cell has a value in the paper yet.\n"]
+    inside = (m["ratio"] <= factor) & (m["ratio"] >= 1 / factor)
+    lines = [f"{int(inside.sum())} of {len(m)} measured cells with a value in the paper lie within a factor "
+             f"{factor:g} of it (ours/paper between {1 / factor:g} and {factor:g}); "
+             f"{int((m['ratio'] > factor).sum())} are worse, {int((m['ratio'] < 1 / factor).sum())} better.\n"]
+    outside = m[~inside]
+    if not outside.empty:
+        lines += ["\n| configuration | backend | method | seeds | ours (mean) | paper | ours/paper |\n",
+                  "|---|---|---|---|---|---|---|\n"]
+        lines += [f"| {c['label']} | {c['backend']} | {c['method']} | {int(c['n'])} | {_e(c['mean'])} | "
+                  f"{_e(c['paper'])} | {c['ratio']:.2f} |\n" for _, c in outside.iterrows()]
+    return lines
+
+
+def backend_lines(cells: pd.DataFrame) -> list[str]:
+    """Cells measured in more than one backend, side by side (means, and each over the first)."""
+    m = _measured(cells)
+    backends = list(dict.fromkeys(m["backend"]))
+    if len(backends) < 2:
+        return [f"Only {', '.join(backends) or 'no backend'} has results so far.\n"]
+    wide = m.pivot_table(index=["label", "method"], columns="backend", values="mean", sort=False)
+    seeds = m.pivot_table(index=["label", "method"], columns="backend", values="n", sort=False)
+    both = wide.dropna()
+    if both.empty:
+        return ["No cell has results in two backends yet.\n"]
+    first, others = backends[0], backends[1:]
+    head = "| configuration | method | " + " | ".join(f"{b} (seeds)" for b in backends) + " | " + \
+        " | ".join(f"{b}/{first}" for b in others) + " |\n"
+    lines = [head, "|---|---|" + "---|" * (len(backends) + len(others)) + "\n"]
+    for (label, method), row in both.iterrows():
+        means = " | ".join(f"{_e(row[b])} ({int(seeds.at[(label, method), b])})" for b in backends)
+        ratios = " | ".join(f"{row[b] / row[first]:.2f}" for b in others)
+        lines.append(f"| {label} | {method} | {means} | {ratios} |\n")
+    return lines
+
+
+def cost_lines(runs: pd.DataFrame) -> list[str]:
+    """The campaign's wall-clock span, summed training time, machines and devices, from the run records."""
+    done = runs[runs["status"].isin(("complete", "diverged"))]
+    if done.empty or "started" not in done:
+        return ["No run has finished yet.\n"]
+    start = pd.to_datetime(done["started"], utc=True, errors="coerce")
+    wall = pd.to_numeric(done.get("wall_seconds"), errors="coerce").fillna(0)
+    end = start + pd.to_timedelta(wall, unit="s")
+    # a vectorised job's seeds share one training time: count each job's once
+    job = done.get("vectorised_seeds", pd.Series(1, index=done.index)).fillna(1).astype(float)
+    train = float((pd.to_numeric(done["train_seconds"], errors="coerce") / job).sum())
+    hosts = ", ".join(sorted({str(h) for h in done.get("hostname", pd.Series(dtype=object)).dropna()})) or "unknown"
+    devices = ", ".join(sorted({str(d) for d in done.get("device_name", pd.Series(dtype=object)).dropna()}))
+    commits = sorted({str(c) for c in done.get("git_commit", pd.Series(dtype=object)).dropna()})
+    span = (end.max() - start.min()).total_seconds()
+    return [f"- {len(done)} runs finished between {start.min():%Y-%m-%d %H:%M} and {end.max():%Y-%m-%d %H:%M} UTC "
+            f"({span / 3600:.1f} h of wall clock, interruptions included); {train / 3600:.1f} h of training steps "
+            f"(each vectorised job counted once).\n",
+            f"- Machines: {hosts}; devices: {devices or 'unknown'}.\n",
+            f"- gradpath commits: {', '.join(commits) if commits else 'unknown'}.\n"]
+
+
+def comparison_section(cells: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """The whole "Beside the paper" section of REPORT.md."""
+    if cells.empty:
+        return ""
+    parts = ["## Beside the paper\n\n", "### M4 against M1\n\n", *headline_lines(cells),
+             f"\n### Within a factor {FACTOR:g} of the paper\n\n", *factor_lines(cells),
+             "\n### The backends side by side\n\n", *backend_lines(cells),
+             "\n### What it cost\n\n", *cost_lines(runs), "\n"]
+    return "".join(parts)
+
+

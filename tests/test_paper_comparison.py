@@ -1,0 +1,60 @@
+"""REPORT.md's "Beside the paper" section, from hand-made cells whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from suite.paper_comparison import backend_lines, comparison_section, cost_lines, factor_lines, headline_lines
+
+
+def _cells() -> pd.DataFrame:
+    rows = []
+    # jax: M1 0.2 (paper 0.1: ratio 2.0, inside), M4 0.004 (paper 0.004); torch: M1 0.3 (ratio 3, outside)
+    for backend, m1, m4 in (("jax", 0.2, 0.004), ("torch", 0.3, 0.006)):
+        for method, mean, paper in (("M1", m1, 0.1), ("M4", m4, 0.004)):
+            rows.append({"problem": "helmholtz", "backend": backend, "method": method, "width": 50, "depth": 3,
+                         "n": 10, "mean": mean, "paper": paper, "ratio": mean / paper,
+                         "improvement": m1 / mean, "paper_improvement": 0.1 / paper})
+    rows.append({"problem": "cavity", "backend": "jax", "method": "M1", "width": 50, "depth": 3, "param_form": "psi-p",
+                 "n": 0, "mean": math.nan, "paper": 0.271, "ratio": math.nan, "improvement": math.nan,
+                 "paper_improvement": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_headline_gives_m4_over_m1_beside_the_papers():
+    text = "".join(headline_lines(_cells()))
+    assert "| helmholtz 50x3 | jax | 2.00e-01 | 4.00e-03 | 50.0x | 25.0x | 10, 10 |" in text
+    assert "| helmholtz 50x3 | torch | 3.00e-01 | 6.00e-03 | 50.0x | 25.0x | 10, 10 |" in text
+    assert "cavity" not in text  # no result yet: no row
+
+
+def test_factor_two_counts_measured_cells_only_and_lists_the_misses():
+    text = "".join(factor_lines(_cells()))
+    assert text.startswith("3 of 4 measured cells")  # the empty cavity cell is not counted
+    assert "1 are worse, 0 better" in text
+    assert "| helmholtz 50x3 | torch | M1 | 10 | 3.00e-01 | 1.00e-01 | 3.00 |" in text
+
+
+def test_backends_side_by_side_with_their_ratio():
+    text = "".join(backend_lines(_cells()))
+    assert "| helmholtz 50x3 | M1 | 2.00e-01 (10) | 3.00e-01 (10) | 1.50 |" in text
+    one = _cells()[lambda c: c["backend"] == "jax"]
+    assert backend_lines(one) == ["Only jax has results so far.\n"]
+
+
+def test_cost_counts_a_vectorised_job_once():
+    runs = pd.DataFrame({"status": ["complete", "complete", "failed"],
+                         "started": ["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00", "2026-01-01T05:00:00+00:00"],
+                         "wall_seconds": [3600.0, 3600.0, 10.0], "train_seconds": [3000.0, 3000.0, 1.0],
+                         "vectorised_seeds": [2, 2, 1], "hostname": ["a", "a", "b"], "device_name": ["cpu"] * 3,
+                         "git_commit": ["abc"] * 3})
+    text = "".join(cost_lines(runs))
+    assert "2 runs finished" in text and "(1.0 h of wall clock" in text
+    assert "0.8 h of training steps" in text  # 3000 s once, not twice
+    assert "Machines: a;" in text  # the failed run's host is not a finished run's
+
+
+def test_the_section_is_empty_without_cells():
+    assert comparison_section(pd.DataFrame(), pd.DataFrame()) == ""
