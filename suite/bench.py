@@ -31,6 +31,7 @@ from typing import Any
 from problems.errors import UsageError
 from suite.bench_report import DEEPXDE_FRAMEWORK, DEEPXDE_GOAL, TARGET_PROBLEM, markdown, ratios, targets, write_report
 
+
 @dataclass(frozen=True)
 class Config:
     """One row of the table (what a worker process measures)."""

@@ -28,7 +28,7 @@ from backends import get_backend, training
 from problems import get_problem
 from suite.campaign import RunSpec
 from suite.manifest import manifest
-from suite.record import HISTORY, SUMMARY, RunRecord, write_json
+from suite.record import HISTORY, SUMMARY, RunRecord, save_gradients, write_json
 from suite.store import Store
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 # seeds per vectorised job: the paper's 10 seeds of one configuration train as one program
 DEFAULT_LANES = 10
+# steps between gradient records in campaign runs, as `gradpath run`'s default and the authors' code
+GRADIENT_EVERY = 10000
 
 
 # -- one run, in a worker process -------------------------------------------------------------
@@ -107,7 +109,7 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float) -> li
             records[i].history.append(row)
             last[i].update(row)
 
-        results = training.train_seeds(problem, settings, spec.backend, on_log)
+        results = training.train_seeds(problem, settings, spec.backend, on_log, gradient_every=GRADIENT_EVERY)
     except (Exception, KeyboardInterrupt) as exc:
         metric = getattr(problem, "primary_metric", None)
         interrupted = isinstance(exc, KeyboardInterrupt)
@@ -129,6 +131,8 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float) -> li
     for one, record, result in zip(specs, records, results):
         record.history.close()
         _fsync(record.path / HISTORY)  # the summary, written last, must never announce rows that are not on disk
+        if result.gradients is not None and result.gradients.steps:
+            save_gradients(record.path, result.gradients)
         status = "diverged" if result.summary["diverged"] else "complete"
         record.finish(status, result.summary, result.params)
         outcomes.append(_outcome(one, status, t0, "", result.summary))

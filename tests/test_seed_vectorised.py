@@ -130,7 +130,10 @@ def test_a_vectorised_campaign_stores_the_runs_of_a_sequential_one(tmp_path, bac
         finally:
             executor.close()
         assert result.counts["complete"] == 3
-        runs, _ = gather(store)
+        runs, history = gather(store)
         assert set(runs["vectorised_seeds"]) == {lanes}
+        # campaign runs record gradients too (the last step here), each seed in its own record
+        assert all((store.path(s) / "gradients.npz").is_file() for s in specs)
+        assert history.filter(like="grad_max_residual").iloc[-1].notna().all()
         errors[lanes] = runs.set_index("key").loc[[s.key for s in specs], "error"].to_numpy()
     np.testing.assert_allclose(errors[3], errors[1], rtol=1e-9)
