@@ -41,13 +41,9 @@ class TrainResult:
     gradients: GradientRecord | None = None
 
 
-def evaluate(problem: Problem, trainer: Trainer, state: Any, x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """The problem's metrics of the current (one-seed) network on the points ``x`` against ``ref``."""
-    return _evaluate_lanes(problem, trainer, state, x, ref, lanes=None)[0]
-
-
 def _evaluate_lanes(problem: Problem, trainer: Trainer, state: Any, x: np.ndarray, ref: np.ndarray,
                     lanes: int | None) -> list[dict[str, float]]:
+    """The problem's metrics of each seed's network on the points ``x`` against ``ref`` (one dict per seed)."""
     d = trainer.predict(state, x, problem.solution_needs)
     per_lane = [d] if lanes is None else [{k: v[i] for k, v in d.items()} for i in range(lanes)]
     return [problem.metrics(problem.solution(np, x, {k: v.astype(np.float64) for k, v in one.items()}), ref)
