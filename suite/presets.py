@@ -63,13 +63,15 @@ def paper() -> dict[str, Any]:
 
     JAX: Table 2 (9 architectures), Table 3 and the cavity (both forms), 10 seeds each. PyTorch:
     Table 3, the cavity and Table 2's 50 x 3 row with 10 seeds, the rest of Table 2 with 3 seeds.
-    Runs listed twice (the 50 x 3 row is also part of Table 2) are one run.
+    Each headline configuration runs in JAX then PyTorch before the next starts, so a partial
+    campaign already sets the backends side by side. Runs listed twice (the 50 x 3 row is also
+    part of Table 2) are one run.
     """
     headline = {"problem": ["helmholtz"], "width": [50], "depth": [3], "method": list(METHODS), "seed": SEEDS}
-    grids = []
-    for backend in ("jax", "torch"):
-        grids += [dict(headline, backend=[backend]), dict(table3()["grid"], backend=[backend]),
-                  dict(cavity()["grid"], backend=[backend])]
+    cavity_grid = cavity()["grid"]
+    configurations = [headline, table3()["grid"]]
+    configurations += [dict(cavity_grid, form=[form]) for form in cavity_grid["form"]]
+    grids = [dict(grid, backend=[backend]) for grid in configurations for backend in ("jax", "torch")]
     grids += [table2()["grid"], dict(table2()["grid"], backend=["torch"], seed=SEEDS[:3])]
     return {"name": "paper", "description": "every result of the paper that gradpath can run, in both backends",
             "grid": grids}
@@ -78,15 +80,17 @@ def paper() -> dict[str, Any]:
 def ablations() -> dict[str, Any]:
     """The paper-vs-code differences of the spec (section 11), one at a time, on the cells that miss.
 
-    Each grid changes one setting of the paper preset's runs and keeps the rest, seeds included,
-    so every variant has its baseline in the same store (the report sets them side by side).
+    Each grid changes one setting of the paper preset's runs and keeps the rest, seeds included;
+    the baselines are those runs themselves (same keys, so a store that holds the paper campaign
+    does not train them again), and the report sets each variant beside its baseline.
     Helmholtz 50 x 3, M2 (ours 2.1x the paper's Table 2 value) and M4: the annealing rule as
     printed (``weighting="paper"``), the EMA weight alone (``anneal_alpha=0.9``), TF1's Adam
     epsilon, the gate form (M4) and the paper's "4 hidden layers" wording.
     """
     helmholtz = {"problem": ["helmholtz"], "width": [50], "depth": [3], "seed": SEEDS, "backend": ["jax"]}
     variants = [{"weighting": ["paper"]}, {"anneal_alpha": [0.9]}, {"depth": [4]}, {"adam_form": ["tf1"]}]
-    grids = [dict(helmholtz, method=["M2"], **v) for v in variants]  # the miss first
+    grids = [dict(helmholtz, method=list(METHODS))]  # the baselines: the paper preset's own runs
+    grids += [dict(helmholtz, method=["M2"], **v) for v in variants]  # the miss first
     grids += [dict(helmholtz, method=["M1"], depth=[4])]
     grids += [dict(helmholtz, method=["M4"], **v) for v in variants + [{"gate": ["paper", "code-2020"]}]]
     grids += [dict(helmholtz, method=["M3"], depth=[4])]

@@ -2,7 +2,9 @@
 
 ``results/<campaign>/`` receives ``runs.parquet``, ``runs.csv``, ``history.parquet``,
 ``<table>.csv/.md/.tex`` (see :mod:`suite.tables`), ``figures/*.png|pdf`` (see :mod:`suite.plots`)
-and ``REPORT.md``. Nothing here trains.
+and ``REPORT.md``. Nothing here trains. A hand-written ``findings.md`` in that directory (what the
+numbers mean, which ablation explains which miss) is never overwritten: REPORT.md includes it
+verbatim, so a rebuild refreshes every number around it and loses no analysis.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from backends.settings import TrainSettings
+from suite.ablation import ablation_section
 from suite.campaign import Campaign, RunSpec
 from suite.manifest import _git
 from suite.plots import FIGURES, Figure, Skipped, build_figures
@@ -26,6 +29,7 @@ from suite.tables import write_tables as write_table_files
 # Figures of the report (suite.plots.FIGURES): each takes (runs, history, figures directory, store root)
 # and returns the figures it drew and those it skipped for want of data.
 FIGURES_DIR = "figures"
+FINDINGS = "findings.md"  # hand-written, kept across rebuilds, included in REPORT.md
 
 # settings that a campaign varies by design; every other one is compared with the paper's default
 DESIGN = ("method", "seed", "width", "depth", "layers", "device", "compile", "weighting")
@@ -39,7 +43,7 @@ def _differences(runs: pd.DataFrame) -> list[str]:
             continue
         used = sorted({v for v in runs[f.name].dropna()} - {f.default}, key=str)
         if used:
-            out.append(f"`{f.name}`: {', '.join(map(str, used))} (paper {f.default})")
+            out.append(f"`{f.name}`: {', '.join(map(str, used))} (default {f.default})")
     return out
 
 
@@ -72,8 +76,8 @@ def _figure_lines(figures: Sequence[Figure], skipped: Sequence[Skipped]) -> list
 
 
 def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequence[Figure], store: Store,
-                skipped: Sequence[Skipped] = ()) -> str:
-    """The text of REPORT.md."""
+                skipped: Sequence[Skipped] = (), findings: str | None = None) -> str:
+    """The text of REPORT.md; ``findings`` (markdown, hand-written) goes in as its own section."""
     commit = _git("rev-parse", "--short", "HEAD")
     devices = sorted({str(d) for d in runs.get("device_name", pd.Series(dtype=object)).dropna()})
     parts = [f"# {campaign.name}: results beside the paper's\n\n",
@@ -91,8 +95,12 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
     if devices:
         parts += [f"Devices: {', '.join(devices)}. Timings of runs that shared the machine (`--jobs` > 1) "
                   "include that contention.\n\n"]
+    if findings:
+        parts += [f"## Findings\n\n_Written by hand in `{FINDINGS}` and included as is; every table below is "
+                  "rebuilt from the store._\n\n", findings.strip() + "\n\n"]
     if tables:
-        parts += [comparison_section(cell_stats(runs), runs)]
+        cells = cell_stats(runs)
+        parts += [comparison_section(cells, runs), ablation_section(cells)]
     parts += ["## Tables\n\n"] + [table_markdown(t) + "\n" for t in tables]
     if not tables:
         parts += ["No run has finished yet.\n\n"]
@@ -113,5 +121,7 @@ def build_report(campaign: Campaign, specs: Sequence[RunSpec], store: Store, out
     tables = build_tables(runs)
     written += write_table_files(tables, out)
     figures, skipped = build_figures(runs, history, out / FIGURES_DIR, store.root, FIGURES)
-    (out / "REPORT.md").write_text(report_text(campaign, runs, tables, figures, store, skipped))
+    findings = out / FINDINGS
+    text = findings.read_text() if findings.is_file() else None
+    (out / "REPORT.md").write_text(report_text(campaign, runs, tables, figures, store, skipped, text))
     return [*written, *(path for fig in figures for path in fig.files), out / "REPORT.md"]

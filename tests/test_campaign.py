@@ -165,9 +165,11 @@ def test_presets_expand_to_the_papers_grids():
     # JAX: everything with 10 seeds; torch: Table 3, the cavity and the 50 x 3 row with 10, the rest of Table 2 with 3
     torch_runs = counts["table3"] + (counts["cavity"] if cavity else 0) + 4 * 10 + 8 * 4 * 3
     assert counts["paper"] == counts["table2"] + counts["table3"] + (counts["cavity"] if cavity else 0) + torch_runs
-    first = expand(load_campaign("paper"))[:40]  # the headline row comes first
-    assert {(s.problem, s.backend, s.config["settings"]["width"], s.config["settings"]["depth"]) for s in first} \
-        == {("helmholtz", "jax", 50, 3)}
+    paper = expand(load_campaign("paper"))
+    first = paper[:80]  # the headline row comes first, in JAX then in PyTorch
+    assert [(s.problem, s.backend, s.config["settings"]["width"], s.config["settings"]["depth"]) for s in first] \
+        == [("helmholtz", "jax", 50, 3)] * 40 + [("helmholtz", "torch", 50, 3)] * 40
+    assert [s.backend for s in paper[80:160]] == ["jax"] * 40 + ["torch"] * 40  # then Klein-Gordon
     if cavity:
         assert counts["cavity"] == 2 * 4 * 10
     problems = problem_names()

@@ -195,9 +195,16 @@ def test_report_rebuilds_tables_from_the_store(killed_then_resumed, capsys):
     assert {"runs.csv", "runs.parquet", "history.parquet", "REPORT.md", "poisson1d.csv", "poisson1d.md",
             "poisson1d.tex"} <= names
     report = (out / "REPORT.md").read_text()
-    assert "6 runs planned: 6 complete" in report and "`steps`: 30 (paper 40001)" in report
+    assert "6 runs planned: 6 complete" in report and "`steps`: 30 (default 40001)" in report
     cells = pd.read_csv(out / "poisson1d.csv")
     assert list(cells["method"]) == ["M1", "M2"] and list(cells["n"]) == [3, 3]
+    # a hand-written findings.md survives the rebuild and goes into REPORT.md verbatim
+    (out / "findings.md").write_text("M2 halves the error here; see the table.\n")
+    assert main(["report", "--preset", str(killed_then_resumed["source"]), "--store", str(store),
+                 "--out", str(out)]) == 0
+    assert (out / "findings.md").read_text() == "M2 halves the error here; see the table.\n"
+    assert "## Findings" in (out / "REPORT.md").read_text()
+    assert "M2 halves the error here; see the table." in (out / "REPORT.md").read_text()
     assert main(["report", "--preset", "tiny.toml", "--store", str(root / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
