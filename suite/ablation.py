@@ -24,8 +24,8 @@ from scipy import stats
 
 from backends.settings import TrainSettings
 from problems import problem_class
-from suite.paper_comparison import FACTOR, _e, _label
-from suite.tables import _config_columns
+from suite.paper_comparison import FACTOR, configuration_label, sci
+from suite.tables import config_columns
 
 # columns that tell runs apart without being a setting one would ablate
 NOT_SETTINGS = ("seed", "layers", "device", "compile", "log_every", "backend", "problem", "method")
@@ -69,7 +69,7 @@ def variants(cells: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for problem, frame in cells.groupby("problem", sort=False):
         frame = frame[frame["n"] > 0]
-        columns = [c for c in _config_columns(frame) if c not in NOT_SETTINGS and not frame[c].isna().all()]
+        columns = [c for c in config_columns(frame) if c not in NOT_SETTINGS and not frame[c].isna().all()]
         same = ["problem", "backend", "method"]
         for _, variant in frame.iterrows():
             for _, base in frame.iterrows():
@@ -94,7 +94,7 @@ def _pair(variant: pd.Series, base: pd.Series, column: str) -> dict[str, object]
         p = float(stats.ttest_ind_from_stats(variant["mean"], sd(variant), variant["n"], base["mean"], sd(base),
                                              base["n"], equal_var=False).pvalue)
     paper = float(base["paper"])
-    return {"configuration": _label(base), "backend": variant["backend"], "method": variant["method"],
+    return {"configuration": configuration_label(base), "backend": variant["backend"], "method": variant["method"],
             "setting": column, "value": _shown(variant[column]), "baseline_value": _shown(base[column]),
             "n": int(variant["n"]), "baseline_n": int(base["n"]), "mean": float(variant["mean"]),
             "baseline_mean": float(base["mean"]), "change": float(variant["mean"] / base["mean"]), "p_value": p,
@@ -113,8 +113,8 @@ def ablation_lines(cells: pd.DataFrame) -> list[str]:
     for _, r in table.iterrows():
         within = "" if not np.isfinite(r["ratio"]) else (" (within 2x)" if 1 / FACTOR <= r["ratio"] <= FACTOR else "")
         lines.append(f"| {r['configuration']} | {r['backend']} | {r['method']} | `{r['setting']}` "
-                     f"{r['value']} (baseline {r['baseline_value']}) | {r['n']}, {r['baseline_n']} | {_e(r['mean'])} | "
-                     f"{_e(r['baseline_mean'])} | {r['change']:.2f} | {_p(r['p_value'])} | {_e(r['paper'])} | "
+                     f"{r['value']} (baseline {r['baseline_value']}) | {r['n']}, {r['baseline_n']} | {sci(r['mean'])} | "
+                     f"{sci(r['baseline_mean'])} | {r['change']:.2f} | {_p(r['p_value'])} | {sci(r['paper'])} | "
                      f"{_ratio(r['ratio'])}{within} | {_ratio(r['baseline_ratio'])} |\n")
     return lines
 

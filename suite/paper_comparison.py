@@ -14,7 +14,7 @@ import pandas as pd
 FACTOR = 2.0
 
 
-def _label(cell: pd.Series) -> str:
+def configuration_label(cell: pd.Series) -> str:
     """The configuration apart from method, backend and seed, e.g. ``helmholtz 50x3`` or ``cavity psi-p``."""
     text = str(cell["problem"])
     if isinstance(cell.get("param_form"), str):
@@ -24,7 +24,8 @@ def _label(cell: pd.Series) -> str:
     return text
 
 
-def _e(value: float) -> str:
+def sci(value: float) -> str:
+    """``value`` as 1.23e-02, or "-" where there is none."""
     return "-" if value is None or not np.isfinite(value) else f"{value:.2e}"
 
 
@@ -34,7 +35,7 @@ def _x(value: float) -> str:
 
 def _measured(cells: pd.DataFrame) -> pd.DataFrame:
     out = cells[cells["n"] > 0].copy()
-    out["label"] = [_label(c) for _, c in out.iterrows()]
+    out["label"] = [configuration_label(c) for _, c in out.iterrows()]
     return out
 
 
@@ -46,7 +47,7 @@ def headline_lines(cells: pd.DataFrame) -> list[str]:
         by = group.set_index("method")
         if "M1" not in by.index or "M4" not in by.index:
             continue
-        rows.append(f"| {label} | {backend} | {_e(by.at['M1', 'mean'])} | {_e(by.at['M4', 'mean'])} | "
+        rows.append(f"| {label} | {backend} | {sci(by.at['M1', 'mean'])} | {sci(by.at['M4', 'mean'])} | "
                     f"{_x(by.at['M4', 'improvement'])} | {_x(by.at['M4', 'paper_improvement'])} | "
                     f"{int(by.at['M1', 'n'])}, {int(by.at['M4', 'n'])} |")
     if not rows:
@@ -69,8 +70,8 @@ def factor_lines(cells: pd.DataFrame, factor: float = FACTOR) -> list[str]:
     if not outside.empty:
         lines += ["\n| configuration | backend | method | seeds | ours (mean) | paper | ours/paper |\n",
                   "|---|---|---|---|---|---|---|\n"]
-        lines += [f"| {c['label']} | {c['backend']} | {c['method']} | {int(c['n'])} | {_e(c['mean'])} | "
-                  f"{_e(c['paper'])} | {c['ratio']:.2f} |\n" for _, c in outside.iterrows()]
+        lines += [f"| {c['label']} | {c['backend']} | {c['method']} | {int(c['n'])} | {sci(c['mean'])} | "
+                  f"{sci(c['paper'])} | {c['ratio']:.2f} |\n" for _, c in outside.iterrows()]
     return lines
 
 
@@ -90,7 +91,7 @@ def backend_lines(cells: pd.DataFrame) -> list[str]:
         " | ".join(f"{b}/{first}" for b in others) + " |\n"
     lines = [head, "|---|---|" + "---|" * (len(backends) + len(others)) + "\n"]
     for (label, method), row in both.iterrows():
-        means = " | ".join(f"{_e(row[b])} ({int(seeds.at[(label, method), b])})" for b in backends)
+        means = " | ".join(f"{sci(row[b])} ({int(seeds.at[(label, method), b])})" for b in backends)
         ratios = " | ".join(f"{row[b] / row[first]:.2f}" for b in others)
         lines.append(f"| {label} | {method} | {means} | {ratios} |\n")
     return lines

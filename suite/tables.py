@@ -84,7 +84,8 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-def _config_columns(frame: pd.DataFrame) -> list[str]:
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns that define a run's configuration: problem, backend, every setting and problem parameter."""
     return [c for c in frame.columns
             if c in ("problem", "backend") or c in SETTING_COLUMNS or c.startswith("param_")]
 
@@ -125,8 +126,8 @@ def cell_stats(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.Data
     paper = paper_results() if paper is None else paper
     cells = []
     for problem, frame in runs.groupby("problem", sort=False):
-        frame = frame.drop(columns=[c for c in _config_columns(frame) if frame[c].isna().all()])
-        keys = [c for c in _config_columns(frame) if c != "seed"]
+        frame = frame.drop(columns=[c for c in config_columns(frame) if frame[c].isna().all()])
+        keys = [c for c in config_columns(frame) if c != "seed"]
         primary = problem_class(problem).primary_metric
         for values, group in frame.groupby(keys, dropna=False, sort=False):
             cell = {**dict(zip(keys, values)), "metric": primary, **_stats(group)}
@@ -137,7 +138,7 @@ def cell_stats(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.Data
     out["paper"] = [_paper_value(paper, c, PAPER_METRIC.get(c["metric"])) for _, c in out.iterrows()]
     out["paper_seconds_40k"] = [_paper_value(paper, c, PAPER_TIME) for _, c in out.iterrows()]
     params = sorted(c for c in out if c.startswith("param_"))
-    config = [c for c in _config_columns(out) if c not in params]
+    config = [c for c in config_columns(out) if c not in params]
     out = out[config + params + [c for c in out if c not in config and c not in params]]
     out["ratio"] = out["mean"] / out["paper"]
     row_id = _row_ids(out)
@@ -149,7 +150,7 @@ def cell_stats(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.Data
 
 def _row_ids(cells: pd.DataFrame) -> pd.Series:
     """A label per cell naming its configuration apart from the method (the table row)."""
-    keys = [c for c in _config_columns(cells) if c != "method"]
+    keys = [c for c in config_columns(cells) if c != "method"]
     return cells[keys].map(str).agg("|".join, axis=1)
 
 
@@ -172,7 +173,7 @@ def _ours(cell: pd.Series) -> str:
 
 def _row_keys(cells: pd.DataFrame, spec: TableSpec) -> list[str]:
     rows = [c for c in spec.rows if c in cells]
-    varying = [c for c in _config_columns(cells)
+    varying = [c for c in config_columns(cells)
                if c not in (*rows, "method", "problem", "layers") and cells[c].map(str).nunique() > 1]
     return rows + varying
 
@@ -249,7 +250,7 @@ def build_tables(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> list[
     tables = []
     for spec in specs:
         mine = cells[cells["problem"] == spec.problem]
-        mine = mine.drop(columns=[c for c in _config_columns(mine) if mine[c].isna().all()])
+        mine = mine.drop(columns=[c for c in config_columns(mine) if mine[c].isna().all()])
         has_time = "paper_seconds_40k" in mine and mine["paper_seconds_40k"].notna().any()
         tables.append(Table(spec, mine, wide(mine, spec, "main"), wide(mine, spec, "ratio"),
                             wide(mine, spec, "time") if has_time else None))
