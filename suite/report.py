@@ -20,9 +20,9 @@ from backends.settings import TrainSettings
 from suite.ablation import ablation_section
 from suite.campaign import Campaign, RunSpec
 from suite.manifest import _git
+from suite.paper_comparison import comparison_section
 from suite.plots import FIGURES, Figure, Skipped, build_figures
 from suite.store import Store, gather, write_tables
-from suite.paper_comparison import comparison_section
 from suite.tables import PAPER_STEPS, build_tables, cell_stats, table_markdown
 from suite.tables import write_tables as write_table_files
 
