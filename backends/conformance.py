@@ -62,6 +62,8 @@ WEIGHTING_GOLDEN: dict[str, tuple[float, float]] = {
     "code": (1.0, 0.9 * 2.0 + 0.1 * (4 / 1.5)),
     # paper: lam_hat = 6 / (5.5/9) over all parameters, unweighted; EMA 0.9 on the new value
     "paper": (1.0, 0.1 * 2.0 + 0.9 * (6 / (5.5 / 9))),
+    # code-global: lam_hat = 6 / (lam * 5.5/9) over all parameters; EMA 0.1 on the new value
+    "code-global": (1.0, 0.9 * 2.0 + 0.1 * (6 / (2.0 * 5.5 / 9))),
     # code-cavity: max over layers of the per-layer ratio = 4
     "code-cavity": (1.0, 0.9 * 2.0 + 0.1 * 4.0),
     # mean: (18.5/9) / (5.5/9)

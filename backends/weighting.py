@@ -46,6 +46,13 @@ def _code(xp, grads, lam, keys):
             for i, g in enumerate(grads)]
 
 
+def _code_global(xp, grads, lam, keys):
+    numerator = _abs_max(xp, grads[0], keys)
+    # the code's rule, the paper's statistics: one mean over every entry of the keys given
+    return [lam[0] * 0 + 1] + [numerator / (lam[i] * _global_mean_abs(xp, g, keys))
+                               for i, g in enumerate(grads[1:], start=1)]
+
+
 def _code_cavity(xp, grads, lam, keys):
     out = [lam[0] * 0 + 1]
     for i, g in enumerate(grads[1:], start=1):  # per-layer ratio, then the max over layers
@@ -101,6 +108,9 @@ WEIGHTINGS: dict[str, Weighting] = {w.name: w for w in (
               "authors' code (Helmholtz, KG): max|grad L_r| / mean of layer means |grad(lambda L_i)|, EMA 0.1, W only"),
     Weighting("paper", _paper, 0.9, "all",
               "Algorithm 1 as printed: max|grad L_r| / mean|grad L_i| over all parameters, EMA 0.9 on the new value"),
+    Weighting("code-global", _code_global, 0.1, "all",
+              "the code's rule over Algorithm 1's statistics: max|grad L_r| / (lambda * mean|grad L_i|), "
+              "one mean over all parameters, EMA 0.1 (isolates the code's aggregation in ablations)"),
     Weighting("code-cavity", _code_cavity, 0.1, "weights",
               "authors' cavity code: max over layers of max|grad L_r| / mean|grad(lambda L_i)|, EMA 0.1, W only"),
     Weighting("mean", _mean, 0.1, "all",

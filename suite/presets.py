@@ -84,11 +84,15 @@ def ablations() -> dict[str, Any]:
     the baselines are those runs themselves (same keys, so a store that holds the paper campaign
     does not train them again), and the report sets each variant beside its baseline.
     Helmholtz 50 x 3, M2 (ours 2.1x the paper's Table 2 value) and M4: the annealing rule as
-    printed (``weighting="paper"``), the EMA weight alone (``anneal_alpha=0.9``), TF1's Adam
-    epsilon, the gate form (M4) and the paper's "4 hidden layers" wording.
+    printed (``weighting="paper"``), its EMA weight alone (``anneal_alpha=0.9``), its statistics
+    alone (``weighting="code-global"``: one mean over all parameters instead of the mean of
+    per-layer means over the weights), TF1's Adam epsilon, the gate form (M4) and the paper's
+    "4 hidden layers" wording.
     """
     helmholtz = {"problem": ["helmholtz"], "width": [50], "depth": [3], "seed": SEEDS, "backend": ["jax"]}
-    variants = [{"weighting": ["paper"]}, {"anneal_alpha": [0.9]}, {"depth": [4]}, {"adam_form": ["tf1"]}]
+    # "paper" changes four things at once; anneal_alpha and code-global take them apart (spec 3.2)
+    variants = [{"weighting": ["paper"]}, {"anneal_alpha": [0.9]}, {"depth": [4]}, {"weighting": ["code-global"]},
+                {"adam_form": ["tf1"]}]
     grids = [dict(helmholtz, method=list(METHODS))]  # the baselines: the paper preset's own runs
     grids += [dict(helmholtz, method=["M2"], **v) for v in variants]  # the miss first
     grids += [dict(helmholtz, method=["M1"], depth=[4])]
