@@ -63,16 +63,20 @@ def paper() -> dict[str, Any]:
 
     JAX: Table 2 (9 architectures), Table 3 and the cavity (both forms), 10 seeds each. PyTorch:
     Table 3, the cavity and Table 2's 50 x 3 row with 10 seeds, the rest of Table 2 with 3 seeds.
-    Each headline configuration runs in JAX then PyTorch before the next starts, so a partial
-    campaign already sets the backends side by side. Runs listed twice (the 50 x 3 row is also
-    part of Table 2) are one run.
+    The order serves a campaign stopped part-way: the three M4/M1 factors the paper leads with
+    (Helmholtz 50 x 3, Klein-Gordon, cavity psi-p; the cavity's M1 and M4 before its M2 and M3),
+    with Helmholtz in both backends; then Klein-Gordon and the cavity in PyTorch; then the u-v-p
+    cavity; then the rest of Table 2. Runs listed twice (the 50 x 3 row is also part of Table 2)
+    are one run.
     """
     headline = {"problem": ["helmholtz"], "width": [50], "depth": [3], "method": list(METHODS), "seed": SEEDS}
-    cavity_grid = cavity()["grid"]
-    configurations = [headline, table3()["grid"]]
-    configurations += [dict(cavity_grid, form=[form]) for form in cavity_grid["form"]]
-    grids = [dict(grid, backend=[backend]) for grid in configurations for backend in ("jax", "torch")]
-    grids += [table2()["grid"], dict(table2()["grid"], backend=["torch"], seed=SEEDS[:3])]
+    klein_gordon = table3()["grid"]
+    psi_p, u_v_p = (dict(cavity()["grid"], form=[form]) for form in CAVITY_FORMS)
+    grids = [dict(headline, backend=["jax"]), dict(headline, backend=["torch"]), dict(klein_gordon, backend=["jax"]),
+             dict(psi_p, backend=["jax"], method=["M1", "M4"]), dict(psi_p, backend=["jax"], method=["M2", "M3"]),
+             dict(klein_gordon, backend=["torch"]), dict(psi_p, backend=["torch"]),
+             dict(u_v_p, backend=["jax"]), dict(u_v_p, backend=["torch"]),
+             table2()["grid"], dict(table2()["grid"], backend=["torch"], seed=SEEDS[:3])]
     return {"name": "paper", "description": "every result of the paper that gradpath can run, in both backends",
             "grid": grids}
 

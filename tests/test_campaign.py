@@ -169,7 +169,10 @@ def test_presets_expand_to_the_papers_grids():
     first = paper[:80]  # the headline row comes first, in JAX then in PyTorch
     assert [(s.problem, s.backend, s.config["settings"]["width"], s.config["settings"]["depth"]) for s in first] \
         == [("helmholtz", "jax", 50, 3)] * 40 + [("helmholtz", "torch", 50, 3)] * 40
-    assert [s.backend for s in paper[80:160]] == ["jax"] * 40 + ["torch"] * 40  # then Klein-Gordon
+    assert {(s.problem, s.backend) for s in paper[80:120]} == {("klein-gordon", "jax")}
+    if cavity:  # then the cavity's headline factor: M1 and M4 of the psi-p form in JAX
+        assert [(s.problem, s.backend, s.parameters["form"], s.settings["method"]) for s in paper[120:140:10]] \
+            == [("cavity", "jax", "psi-p", "M1"), ("cavity", "jax", "psi-p", "M4")]
     if cavity:
         assert counts["cavity"] == 2 * 4 * 10
     problems = problem_names()
