@@ -75,8 +75,25 @@ def factor_lines(cells: pd.DataFrame, factor: float = FACTOR) -> list[str]:
     return lines
 
 
-def backend_lines(cells: pd.DataFrame) -> list[str]:
-    """Cells measured in more than one backend, side by side (means, and each over the first)."""
+def _seed_differences(runs: pd.DataFrame, first: str) -> dict[tuple[str, str, str], float]:
+    """Per (configuration, method, other backend): the largest |error - first's| / first's over seeds run in both."""
+    done = runs[runs["status"] == "complete"].copy() if "status" in runs else runs.iloc[:0]
+    if done.empty:
+        return {}
+    done["label"] = [configuration_label(r) for _, r in done.iterrows()]
+    errors = done.pivot_table(index=["label", "method", "seed"], columns="backend", values="error", aggfunc="first")
+    out = {}
+    for other in (b for b in errors.columns if b != first and first in errors.columns):
+        paired = errors[[first, other]].dropna()
+        relative = ((paired[other] - paired[first]).abs() / paired[first]).groupby(level=["label", "method"]).max()
+        out.update({(label, method, other): float(v) for (label, method), v in relative.items()})
+    return out
+
+
+def backend_lines(cells: pd.DataFrame, runs: pd.DataFrame | None = None) -> list[str]:
+    """Cells measured in more than one backend, side by side: means, each over the first, and (given
+    the runs) the largest per-seed difference, since both backends train a seed from the same
+    weights and batches."""
     m = _measured(cells)
     backends = list(dict.fromkeys(m["backend"]))
     if len(backends) < 2:
@@ -87,14 +104,19 @@ def backend_lines(cells: pd.DataFrame) -> list[str]:
     if both.empty:
         return ["No cell has results in two backends yet.\n"]
     first, others = backends[0], backends[1:]
+    per_seed = _seed_differences(runs, first) if runs is not None else {}
     head = "| configuration | method | " + " | ".join(f"{b} (seeds)" for b in backends) + " | " + \
-        " | ".join(f"{b}/{first}" for b in others) + " |\n"
-    lines = [head, "|---|---|" + "---|" * (len(backends) + len(others)) + "\n"]
+        " | ".join(f"{b}/{first} | max per-seed {b} vs {first}" for b in others) + " |\n"
+    lines = [head, "|---|---|" + "---|" * (len(backends) + 2 * len(others)) + "\n"]
     for (label, method), row in both.iterrows():
         means = " | ".join(f"{sci(row[b])} ({int(seeds.at[(label, method), b])})" for b in backends)
-        ratios = " | ".join(f"{row[b] / row[first]:.2f}" for b in others)
+        ratios = " | ".join(f"{row[b] / row[first]:.4f} | {_percent(per_seed.get((label, method, b)))}" for b in others)
         lines.append(f"| {label} | {method} | {means} | {ratios} |\n")
     return lines
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{100 * value:.2g}%"
 
 
 def cost_lines(runs: pd.DataFrame) -> list[str]:
@@ -125,7 +147,7 @@ def comparison_section(cells: pd.DataFrame, runs: pd.DataFrame) -> str:
         return ""
     parts = ["## Beside the paper\n\n", "### M4 against M1\n\n", *headline_lines(cells),
              f"\n### Within a factor {FACTOR:g} of the paper\n\n", *factor_lines(cells),
-             "\n### The backends side by side\n\n", *backend_lines(cells),
+             "\n### The backends side by side\n\n", *backend_lines(cells, runs),
              "\n### What it cost\n\n", *cost_lines(runs), "\n"]
     return "".join(parts)
 

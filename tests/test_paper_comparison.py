@@ -39,7 +39,13 @@ def test_factor_two_counts_measured_cells_only_and_lists_the_misses():
 
 def test_backends_side_by_side_with_their_ratio():
     text = "".join(backend_lines(_cells()))
-    assert "| helmholtz 50x3 | M1 | 2.00e-01 (10) | 3.00e-01 (10) | 1.50 |" in text
+    assert "| helmholtz 50x3 | M1 | 2.00e-01 (10) | 3.00e-01 (10) | 1.5000 | - |" in text
+    # given the runs: the largest per-seed relative difference, over the seeds run in both backends
+    runs = pd.DataFrame({"problem": "helmholtz", "width": 50, "depth": 3, "method": "M1", "status": "complete",
+                         "backend": ["jax", "jax", "torch", "torch", "torch"], "seed": [0, 1, 0, 1, 2],
+                         "error": [0.2, 0.1, 0.21, 0.1, 0.5]})
+    text = "".join(backend_lines(_cells(), runs))
+    assert "| helmholtz 50x3 | M1 | 2.00e-01 (10) | 3.00e-01 (10) | 1.5000 | 5% |" in text  # seed 2: jax has none
     one = _cells()[lambda c: c["backend"] == "jax"]
     assert backend_lines(one) == ["Only jax has results so far.\n"]
 
