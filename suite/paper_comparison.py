@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from suite.tables import config_columns
+
 # within this factor of the paper's value a cell counts as reproduced (issue 8)
 FACTOR = 2.0
 
@@ -34,8 +36,19 @@ def _x(value: float) -> str:
 
 
 def _measured(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells with results, labelled so that two configurations never share a label: where cells of
+    one problem/architecture differ in a setting (an ablation), the label names it, e.g.
+    ``helmholtz 50x3 (weighting=code-global)``."""
     out = cells[cells["n"] > 0].copy()
     out["label"] = [configuration_label(c) for _, c in out.iterrows()]
+    settings = [c for c in config_columns(out) if c not in ("problem", "backend", "method", "seed", "layers")
+                and not c.startswith("param_")]
+    for _, group in out.groupby("label", sort=False):
+        varying = [c for c in settings if group[c].map(str).nunique() > 1]  # map(str): NaN counts too
+        for i, cell in group.iterrows():
+            if varying:
+                shown = ("default" if pd.isna(cell[c]) else cell[c] for c in varying)
+                out.at[i, "label"] += " (" + ", ".join(f"{c}={v}" for c, v in zip(varying, shown)) + ")"
     return out
 
 

@@ -64,3 +64,12 @@ def test_cost_counts_a_vectorised_job_once():
 
 def test_the_section_is_empty_without_cells():
     assert comparison_section(pd.DataFrame(), pd.DataFrame()) == ""
+
+
+def test_cells_that_differ_in_a_setting_get_labels_of_their_own():
+    cells = _cells()[lambda c: c["backend"] == "jax"].copy()
+    cells["weighting"], cells["anneal_alpha"] = "code", math.nan
+    variant = cells[cells["method"] == "M4"].assign(anneal_alpha=0.9, mean=0.002)
+    text = "".join(headline_lines(pd.concat([cells, variant], ignore_index=True)))
+    assert "| helmholtz 50x3 (anneal_alpha=default) | jax | 2.00e-01 | 4.00e-03 | 50.0x |" in text
+    assert "(anneal_alpha=0.9)" not in text  # no M1 in that configuration: no factor, and never averaged in
