@@ -86,12 +86,9 @@ def variants(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pair(variant: pd.Series, base: pd.Series, column: str) -> dict[str, object]:
-    def sd(cell: pd.Series) -> float:
-        return float(cell["std"]) if np.isfinite(cell["std"]) else math.nan
-
     p = math.nan
     if variant["n"] > 1 and base["n"] > 1:
-        p = float(stats.ttest_ind_from_stats(variant["mean"], sd(variant), variant["n"], base["mean"], sd(base),
+        p = float(stats.ttest_ind_from_stats(variant["mean"], variant["std"], variant["n"], base["mean"], base["std"],
                                              base["n"], equal_var=False).pvalue)
     paper = float(base["paper"])
     return {"configuration": configuration_label(base), "backend": variant["backend"], "method": variant["method"],
