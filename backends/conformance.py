@@ -19,7 +19,8 @@ them). Parametrise them in your test file, e.g.::
 Problem checks: :func:`check_metadata`, :func:`check_sampling`, :func:`check_normalisation`,
 :func:`check_exact_solution` (all four: :func:`check_problem`). Backend checks:
 :func:`check_derivatives`, :func:`check_equivalence`, :func:`check_loss_decreases`,
-:func:`check_deterministic`, :func:`check_weighting_golden` (all: :func:`check_backend`).
+:func:`check_deterministic`, :func:`check_resumes`, :func:`check_weighting_golden` (all:
+:func:`check_backend`).
 """
 
 from __future__ import annotations
@@ -300,6 +301,65 @@ def check_deterministic(backend: str, problem: Problem, method: str = "M4", step
     assert max(diff.values()) == 0.0, f"{backend} {problem.name} {method}: two identical runs differ: {diff}"
 
 
+class _Stop(Exception):
+    """Raised from a checkpoint callback: the process 'dies' right after a checkpoint."""
+
+
+def checkpoints_at(backend: str, problem: Problem, settings: Sequence[TrainSettings], step: int,
+                   gradient_every: int = 0) -> list[Any]:
+    """Train ``settings`` (seeds trained together) and stop right after the checkpoint at ``step``.
+
+    Returns one :class:`backends.checkpoint.Checkpoint` per seed, each taken through its file
+    format (``arrays`` and back), as a resumed process reads it.
+    """
+    from backends.checkpoint import Checkpoint
+    from backends.training import train_seeds
+
+    kept: dict[int, Checkpoint] = {}
+
+    def on_checkpoint(i: int, checkpoint: Checkpoint) -> None:
+        kept[i] = Checkpoint.from_arrays(checkpoint.arrays())
+        if i == len(settings) - 1 and checkpoint.step == step:
+            raise _Stop
+
+    try:
+        train_seeds(problem, settings, backend, on_checkpoint=on_checkpoint, checkpoint_every=0,
+                    gradient_every=gradient_every)
+    except _Stop:
+        return [kept[i] for i in range(len(settings))]
+    raise AssertionError(f"{backend}: no checkpoint at step {step} (is Trainer.snapshot missing, or step not "
+                         "the end of a chunk?)")
+
+
+def check_resumes(backend: str, problem: Problem, method: str = "M4", seeds: Sequence[int] = (1,), steps: int = 20,
+                  gradient_every: int = 10, **overrides: Any) -> None:
+    """A run stopped half-way and resumed from its checkpoint equals the uninterrupted run bit for bit.
+
+    History (timings apart), final parameters, loss weights and gradient records are compared
+    exactly, for ``seeds`` trained together (several: the backend's lanes), from the checkpoint
+    at ``steps // 2`` (:func:`checkpoints_at`).
+    """
+    from backends.training import train_seeds
+
+    settings = [small_settings(method, steps, log_every=steps // 4, seed=s, **overrides) for s in seeds]
+    whole = train_seeds(problem, settings, backend, gradient_every=gradient_every)
+    checkpoints = checkpoints_at(backend, problem, settings, steps // 2, gradient_every)
+    resumed = train_seeds(problem, settings, backend, gradient_every=gradient_every, resume=checkpoints)
+    where = f"{backend} {problem.name} {method} seeds {list(seeds)}"
+    for a, b in zip(whole, resumed):
+        assert b.summary["resumed_at_steps"] == [steps // 2], f"{where}: {b.summary['resumed_at_steps']}"
+        assert len(a.history) == len(b.history), f"{where}: {len(a.history)} rows, resumed {len(b.history)}"
+        for ra, rb in zip(a.history, b.history):
+            differ = [k for k in ra if k != "seconds" and ra[k] != rb.get(k) and not (ra[k] != ra[k] and rb[k] != rb[k])]
+            assert not differ, f"{where}: resumed run differs at step {ra['step']} in {differ}"
+        for k in a.params:
+            assert np.array_equal(a.params[k], b.params[k]), f"{where}: resumed run ends with another {k}"
+        if a.gradients is not None:
+            assert a.gradients.steps == b.gradients.steps and all(
+                np.array_equal(x, y) for x, y in zip(a.gradients.counts, b.gradients.counts)), \
+                f"{where}: resumed run's gradient records differ"
+
+
 def check_backend(name: str, problem_names: Iterable[str] | None = None, methods: Iterable[str] = METHOD_NAMES,
                   reference: str = REFERENCE_BACKEND, xp: Any = None) -> None:
     """Every backend check in one call (for a quick script; parametrise the parts in pytest).
@@ -315,10 +375,12 @@ def check_backend(name: str, problem_names: Iterable[str] | None = None, methods
             check_equivalence(name, problem, method, reference)
     check_loss_decreases(name, small_problem(names[0]))
     check_deterministic(name, small_problem(names[0]))
+    check_resumes(name, small_problem(names[0]))
     if xp is not None:
         check_weighting_golden(xp)
 
 
 __all__ = [n for n in dir() if n.startswith("check_")] + [
-    "WEIGHTING_GOLDEN", "WEIGHTING_GRADIENTS", "WEIGHTING_LAMBDAS", "finite_difference", "problem_names_for_conformance",
+    "WEIGHTING_GOLDEN", "WEIGHTING_GRADIENTS", "WEIGHTING_LAMBDAS", "checkpoints_at", "finite_difference",
+    "problem_names_for_conformance",
     "small_problem", "small_settings", "weighting_inputs"]

@@ -60,6 +60,15 @@ class Trainer(Protocol):
     def export(self, state: State) -> dict[str, np.ndarray]:
         """Parameters (``W0``, ``b0``, ...) and ``loss_weights`` as numpy arrays."""
 
+    def snapshot(self, state: State) -> dict[str, np.ndarray]:
+        """Every array of ``state`` as numpy, exactly, by path (``params/W0``, ``m/W0``, ``weights``, ``count``, ...).
+
+        A multi-seed trainer's arrays carry the seed axis, except ``count`` (backends.checkpoint.SHARED).
+        """
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> State:
+        """The state :meth:`snapshot` was taken of (on this trainer's device, dtypes as saved)."""
+
     def sync(self) -> None:
         """Block until the device has finished all queued work (for honest timings)."""
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from backends import get_backend
+from backends.checkpoint import Checkpoint, CheckpointMismatch, check_fits, one_seed, stack
 from backends.data import draw_batches, seed_streams
 from backends.diagnostics import GradientRecord, gradient_histograms, gradient_statistics, parameter_keys, weighted
 from backends.init import init_params
@@ -94,7 +95,10 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
 
 def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: str,
                 on_log: Callable[[int, dict[str, Any]], None] | None = None, *,
-                vectorise: bool = True, gradient_every: int = 0) -> list[TrainResult]:
+                vectorise: bool = True, gradient_every: int = 0,
+                resume: Sequence[Checkpoint] | None = None,
+                on_checkpoint: Callable[[int, Checkpoint], None] | None = None,
+                checkpoint_every: float = 600.0) -> list[TrainResult]:
     """Train several seeds of one configuration, as one vectorised program where the backend can.
 
     Each seed gets exactly the weights, normalisation and batches of its own :func:`train` run,
@@ -115,15 +119,31 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
             the history row (``grad_max_<term>_W<l>`` etc., see
             :func:`backends.diagnostics.gradient_statistics`; NaN in the other rows, so every row
             has the same columns) and their histograms into ``TrainResult.gradients``. 0: none.
+        resume: one :class:`~backends.checkpoint.Checkpoint` per settings object, all at the same
+            step: training goes on from there exactly as if it had never stopped (the rows before
+            it are not logged again; ``summary["resumed_at_steps"]`` lists every such step).
+        on_checkpoint: called with ``(index into settings, Checkpoint)`` for every seed at the end of a chunk, once
+            ``checkpoint_every`` wall-clock seconds have passed since the start or the last one
+            (never after the last chunk: the result itself follows). Backends without
+            ``Trainer.snapshot`` are not checkpointed.
+        checkpoint_every: seconds between checkpoints (0: after every chunk but the last).
 
     Returns:
         One TrainResult per settings object, in order (see :func:`train`).
+
+    Raises:
+        CheckpointMismatch: ``resume`` does not fit these settings (steps, seeds or state layout).
     """
     settings = list(settings)
     check_same_but_seed(settings)
+    if resume is not None and len(resume) != len(settings):
+        raise CheckpointMismatch(f"{len(resume)} checkpoints for {len(settings)} seeds; give one per seed")
     if len(settings) > 1 and not (vectorise and supports_lanes(backend)):
-        return [train_seeds(problem, [s], backend, None if on_log is None else
-                            (lambda _, row, i=i: on_log(i, row)), vectorise=False, gradient_every=gradient_every)[0]
+        return [train_seeds(problem, [s], backend, None if on_log is None else (lambda _, row, i=i: on_log(i, row)),
+                            vectorise=False, gradient_every=gradient_every,
+                            resume=None if resume is None else [resume[i]],
+                            on_checkpoint=None if on_checkpoint is None else (lambda _, c, i=i: on_checkpoint(i, c)),
+                            checkpoint_every=checkpoint_every)[0]
                 for i, s in enumerate(settings)]
     lanes = None if len(settings) == 1 else len(settings)
     first = settings[0]
@@ -135,6 +155,11 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
     norms = [problem.normalisation(st["normalisation"]) for st in streams]
     trainer = impl.trainer(problem, first, device) if lanes is None else impl.trainer(problem, first, device, lanes)
     state = trainer.init(*_lanes_of([params, [mu for mu, _ in norms], [sigma for _, sigma in norms]], lanes))
+    can_checkpoint = hasattr(trainer, "snapshot") and hasattr(trainer, "restore")
+    if resume is not None:
+        if not can_checkpoint:
+            raise CheckpointMismatch(f"backend {backend!r} cannot restore a checkpoint (its trainer has no restore)")
+        state = _restored(trainer, state, resume, first, lanes)
     x_test = problem.test_grid()
     ref = problem.reference(x_test)
     names = problem.term_names()
@@ -152,9 +177,21 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
         blank = dict.fromkeys(gradient_statistics([{k: np.ones(1) for k in keys}] * len(names), names, keys), float("nan"))
     done = [0] * n  # steps each seed has taken (a diverged seed stops counting)
     diverged_at: list[int | None] = [None] * n
-    total, executed, seconds, chunk_ms = 0, 0, 0.0, []
+    total, executed, seconds, chunk_ms, wall_before, resumed_at = 0, 0, 0.0, [], 0.0, []
+    if resume is not None:  # go on where the checkpoints stopped; the seeds share the loop's counters
+        c0 = resume[0]
+        total, executed, seconds, chunk_ms, wall_before = c0.step, c0.executed, c0.seconds, list(c0.chunk_ms), c0.wall
+        compile_seconds += c0.compile_seconds
+        resumed_at = [*c0.resumed_at, c0.step]
+        for i, c in enumerate(resume):
+            streams[i]["batches"].bit_generator.state = c.batches
+            done[i], diverged_at[i] = c.done, c.diverged_at
+            results[i].history = [dict(row) for row in c.history]
+            if gradient_every > 0 and c.gradients is not None:
+                results[i].gradients = c.gradients
     nan_metrics = {m: float("nan") for m in problem.metrics(ref, ref)}
     wall0 = time.perf_counter()
+    last_checkpoint = wall0
     while total < first.steps and any(d is None for d in diverged_at):
         steps = min(chunk, first.steps - total)
         per_seed = [draw_batches(problem, st["batches"], steps, first.batch_size, first.dtype) for st in streams]
@@ -194,9 +231,22 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
             if on_log is not None:
                 on_log(i, row)
         total += steps
+        going_on = total < first.steps and any(d is None for d in diverged_at)
+        if on_checkpoint is not None and can_checkpoint and going_on \
+                and time.perf_counter() - last_checkpoint >= checkpoint_every:
+            snapshot = trainer.snapshot(state)
+            wall = wall_before + time.perf_counter() - wall0
+            for i in range(n):
+                on_checkpoint(i, Checkpoint(
+                    step=total, state=one_seed(snapshot, None if lanes is None else i),
+                    batches=streams[i]["batches"].bit_generator.state, done=done[i], diverged_at=diverged_at[i],
+                    seconds=seconds, executed=executed, chunk_ms=list(chunk_ms), wall=wall,
+                    compile_seconds=compile_seconds, history=[dict(row) for row in results[i].history],
+                    gradients=results[i].gradients, resumed_at=list(resumed_at)))
+            last_checkpoint = time.perf_counter()
 
     exported = trainer.export(state)
-    wall = time.perf_counter() - wall0
+    wall = wall_before + time.perf_counter() - wall0
     for i, result in enumerate(results):
         final = result.history[-1]
         mine = exported if lanes is None else {k: v[i] for k, v in exported.items()}
@@ -215,10 +265,27 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
             "diverged": diverged_at[i] is not None,
             "diverged_at_step": diverged_at[i],
             "vectorised_seeds": n,
+            "resumed_at_steps": list(resumed_at),
             "device": device,
             "device_name": impl.device_name(device),
         }
     return results
+
+
+def _restored(trainer: Trainer, fresh: Any, resume: Sequence[Checkpoint], settings: TrainSettings,
+              lanes: int | None) -> Any:
+    """The trainer state the checkpoints ``resume`` hold (one per seed), checked against a fresh state."""
+    steps = {c.step for c in resume}
+    if len(steps) != 1:
+        raise CheckpointMismatch(f"seeds trained together must resume from one step; got {sorted(steps)}")
+    step = steps.pop()
+    if not 0 < step < settings.steps:
+        raise CheckpointMismatch(f"a checkpoint at step {step} cannot go on to step {settings.steps}")
+    snapshot = stack([c.state for c in resume], lanes)
+    check_fits(snapshot, trainer.snapshot(fresh))
+    if int(snapshot["count"]) != step:
+        raise CheckpointMismatch(f"the checkpoint's step count {int(snapshot['count'])} is not its step {step}")
+    return trainer.restore(snapshot)
 
 
 def _lanes_of(per_seed: list[list[Any]], lanes: int | None) -> list[Any]:

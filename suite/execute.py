@@ -3,9 +3,13 @@
 A job is a group of runs that differ only in their seed (:func:`seed_groups`, at most ``lanes``
 of them), trained together as one vectorised program by :func:`run_group` (in a worker
 process); :func:`run_campaign` feeds an executor (see :mod:`suite.executors`)
-``executor.slots`` jobs at a time and shows progress per run. A run that raises is recorded as ``failed`` with its message and the campaign goes on.
+``executor.slots`` jobs at a time and shows progress per run. A run that raises is recorded as
+``failed`` with its message and the campaign goes on.
 Each worker watches its parent: if the campaign process is killed (even with SIGKILL) the worker
-exits within a second, leaving its run ``running`` on disk, which the next campaign redoes.
+exits within a second, leaving its run ``running`` on disk, which the next campaign redoes. Every
+``CHECKPOINT_EVERY`` seconds a running job saves a checkpoint per run (``checkpoint.npz``), and the
+next campaign goes on from there instead of from step 0 (:mod:`backends.checkpoint`): a kill costs
+minutes of training, not the job.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from backends import get_backend, training
+from backends.checkpoint import Checkpoint, CheckpointMismatch
 from problems import get_problem
 from suite.campaign import RunSpec
 from suite.manifest import manifest
-from suite.record import HISTORY, SUMMARY, RunRecord, save_gradients, write_json
+from suite.record import HISTORY, MANIFEST, SUMMARY, RunRecord, load_checkpoint, save_checkpoint, save_gradients, write_json
 from suite.store import Store
 
 if TYPE_CHECKING:
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
 DEFAULT_LANES = 10
 # steps between gradient records in campaign runs, as `gradpath run`'s default and the authors' code
 GRADIENT_EVERY = 10000
+# wall-clock seconds between checkpoints of a campaign run: what a kill can cost at most (plus a chunk)
+CHECKPOINT_EVERY = 300.0
 
 
 # -- one run, in a worker process -------------------------------------------------------------
@@ -87,13 +95,33 @@ def run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) ->
             else:
                 store.clean(spec)
                 todo.append(spec)
-        if todo:
-            outcomes.update(zip([s.key for s in todo], _train(todo, store, list(argv), t0)))
+        # runs that stopped at the same checkpoint step go on together; the others start afresh
+        by_step: dict[int | None, list[tuple[RunSpec, Checkpoint | None]]] = {}
+        for spec in todo:
+            checkpoint = load_checkpoint(store.path(spec))
+            by_step.setdefault(None if checkpoint is None else checkpoint.step, []).append((spec, checkpoint))
+        for pairs in by_step.values():
+            some = [spec for spec, _ in pairs]
+            resume = None if pairs[0][1] is None else [checkpoint for _, checkpoint in pairs]
+            outcomes.update(zip([s.key for s in some], _train(some, store, list(argv), t0, resume)))
     return [outcomes[spec.key] for spec in specs]
 
 
-def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float) -> list[dict[str, Any]]:
-    last: list[dict[str, Any]] = [{} for _ in specs]
+def _earlier(path: os.PathLike, checkpoint: Checkpoint) -> list[dict[str, Any]]:
+    """The processes that trained a resumed run before this one: when, where, at which commit, up to which step."""
+    try:
+        old = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        old = {}
+    mine = {k: old.get(k) for k in ("started", "hostname", "git_commit", "git_dirty")}
+    return [*old.get("earlier_processes", []), {**mine, "stopped_at_step": checkpoint.step}]
+
+
+def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
+           resume: list[Checkpoint] | None = None) -> list[dict[str, Any]]:
+    # the newest row of each run, for the partial summary of a run that stops
+    last: list[dict[str, Any]] = [{} for _ in specs] if resume is None else \
+        [dict(c.history[-1]) if c.history else {} for c in resume]
     records: list[RunRecord] = []
     problem = None
     try:
@@ -102,14 +130,29 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float) -> li
         settings = [s.train_settings() for s in specs]
         backend = get_backend(spec.backend)
         device = backend.resolve_device(settings[0].device)
-        for s, one in zip(settings, specs):
-            records.append(RunRecord.create(store.root, one.config, manifest(backend, device, s.seed, argv), force=True))
+        for i, (s, one) in enumerate(zip(settings, specs)):
+            about = manifest(backend, device, s.seed, argv)
+            if resume is not None:
+                about["earlier_processes"] = _earlier(store.path(one), resume[i])
+            records.append(RunRecord.create(store.root, one.config, about, force=True,
+                                            resume=None if resume is None else resume[i]))
 
         def on_log(i: int, row: dict[str, Any]) -> None:
             records[i].history.append(row)
             last[i].update(row)
 
-        results = training.train_seeds(problem, settings, spec.backend, on_log, gradient_every=GRADIENT_EVERY)
+        def on_checkpoint(i: int, checkpoint: Checkpoint) -> None:
+            # it holds the history so far: a resumed run rewrites history.csv from it
+            save_checkpoint(records[i].path, checkpoint)
+
+        results = training.train_seeds(problem, settings, spec.backend, on_log, gradient_every=GRADIENT_EVERY,
+                                       resume=resume, on_checkpoint=on_checkpoint, checkpoint_every=CHECKPOINT_EVERY)
+    except CheckpointMismatch:
+        if resume is None:
+            raise
+        for record in records:  # this gradpath cannot go on from them: train afresh instead
+            record.history.close()
+        return _train(specs, store, argv, t0)
     except (Exception, KeyboardInterrupt) as exc:
         metric = getattr(problem, "primary_metric", None)
         interrupted = isinstance(exc, KeyboardInterrupt)

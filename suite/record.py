@@ -11,6 +11,8 @@ Layout (``<out>/<problem>-<method>-<backend>-s<seed>-<hash>/``):
 - ``params.npz``: final parameters and ``loss_weights`` (complete and diverged runs).
 - ``gradients.npz``: per-layer gradient histograms of each loss term at chosen steps, when recorded
   (:class:`backends.diagnostics.GradientRecord`; see :func:`save_gradients`).
+- ``checkpoint.npz``: while a campaign run trains, the newest :class:`backends.checkpoint.Checkpoint`
+  (see :func:`save_checkpoint`), from which a killed run goes on; removed once the run is done.
 
 JSON files are replaced atomically (temporary file + ``os.replace``); non-finite floats become null.
 """
@@ -29,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from backends.checkpoint import Checkpoint
 from backends.diagnostics import GradientRecord
 from problems.errors import UsageError
 
 CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS = "config.json", "manifest.json", "history.csv", "summary.json", "params.npz"
-GRADIENTS = "gradients.npz"
+GRADIENTS, CHECKPOINT = "gradients.npz", "checkpoint.npz"
 
 
 def _finite(obj: Any) -> Any:
@@ -126,8 +129,11 @@ class RunRecord:
 
     @classmethod
     def create(cls, out: str | os.PathLike, config: Mapping[str, Any], manifest: Mapping[str, Any],
-               *, force: bool = False) -> RunRecord:
+               *, force: bool = False, resume: Checkpoint | None = None) -> RunRecord:
         """Start the record of ``config`` under ``out``: config, manifest and a ``running`` summary.
+
+        With ``resume`` (the run's checkpoint), the history is rewritten up to the checkpoint and
+        the checkpoint file is kept (until a newer one replaces it); otherwise both start afresh.
 
         Raises:
             UsageError: the directory already holds a complete run and ``force`` is False.
@@ -136,12 +142,15 @@ class RunRecord:
         if not force and read_status(path) == "complete":
             raise UsageError(f"run directory {path} already holds a complete run; pass --force to overwrite")
         path.mkdir(parents=True, exist_ok=True)
-        for stale in (HISTORY, PARAMS, GRADIENTS):
+        for stale in (HISTORY, PARAMS, GRADIENTS) if resume is not None else (HISTORY, PARAMS, GRADIENTS, CHECKPOINT):
             (path / stale).unlink(missing_ok=True)
         write_json(path / CONFIG, config)
         write_json(path / MANIFEST, manifest)
         write_json(path / SUMMARY, {"status": "running"})
-        return cls(path)
+        record = cls(path)
+        for row in resume.history if resume is not None else ():
+            record.history.append(row)
+        return record
 
     def finish(self, status: str, summary: Mapping[str, Any], params: Mapping[str, np.ndarray] | None = None) -> None:
         """Close the history, save ``params`` (if given) and write the summary with ``status``."""
@@ -149,6 +158,8 @@ class RunRecord:
         if params is not None:
             _replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
         write_json(self.path / SUMMARY, {**summary, "status": status})
+        if status in ("complete", "diverged"):  # done: nothing will go on from the checkpoint
+            (self.path / CHECKPOINT).unlink(missing_ok=True)
 
 
 def save_gradients(directory: str | os.PathLike, record: GradientRecord) -> Path:
@@ -165,3 +176,22 @@ def load_gradients(path: str | os.PathLike) -> GradientRecord:
         path = path / GRADIENTS
     with np.load(path) as arrays:
         return GradientRecord.from_arrays(arrays)
+
+
+def save_checkpoint(directory: str | os.PathLike, checkpoint: Checkpoint) -> Path:
+    """Write ``checkpoint`` to ``<directory>/checkpoint.npz`` atomically: a kill leaves the old one or the new one."""
+    path = Path(directory) / CHECKPOINT
+    _replace_atomically(path, lambda f: np.savez(f, **checkpoint.arrays()))
+    return path
+
+
+def load_checkpoint(directory: str | os.PathLike) -> Checkpoint | None:
+    """The checkpoint in run directory ``directory``; None if there is none or it cannot be read."""
+    path = Path(directory) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as arrays:
+            return Checkpoint.from_arrays(arrays)
+    except (OSError, ValueError, KeyError, TypeError, UsageError):  # unreadable or another format: start afresh
+        return None

@@ -186,7 +186,7 @@ def _flat_row(path: Path, config: Mapping[str, Any] | None) -> dict[str, Any]:
             continue
         for k, v in data.items():
             if k not in ("status", "traceback") and (fields is None or k in fields):
-                row[RENAMED.get(k, k) if fields is None else k] = v
+                row[RENAMED.get(k, k) if fields is None else k] = json.dumps(v) if isinstance(v, (list, dict)) else v
     return row
 
 

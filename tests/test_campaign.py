@@ -173,6 +173,9 @@ def test_presets_expand_to_the_papers_grids():
     if cavity:  # then the cavity's headline factor: M1 and M4 of the psi-p form in JAX
         assert [(s.problem, s.backend, s.parameters["form"], s.settings["method"]) for s in paper[120:140:10]] \
             == [("cavity", "jax", "psi-p", "M1"), ("cavity", "jax", "psi-p", "M4")]
+    kg_torch = 160 if cavity else 120  # then Klein-Gordon in PyTorch, then the rest of Table 2 in JAX
+    assert {(s.problem, s.backend) for s in paper[kg_torch:kg_torch + 40]} == {("klein-gordon", "torch")}
+    assert {(s.problem, s.backend) for s in paper[kg_torch + 40:kg_torch + 40 + 320]} == {("helmholtz", "jax")}
     if cavity:
         assert counts["cavity"] == 2 * 4 * 10
     problems = problem_names()

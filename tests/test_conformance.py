@@ -90,3 +90,8 @@ def test_loss_decreases(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_same_numbers(backend):
     kit.check_deterministic(backend, kit.small_problem("poisson1d"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stopped_run_resumes_bit_for_bit(backend):
+    kit.check_resumes(backend, kit.small_problem("poisson1d"))

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backends.devices import cpu_name
 from backends.adam import adam_update, learning_rate
+from backends.checkpoint import flatten, unflatten
+from backends.devices import cpu_name
 from backends.losses import derivatives, term_loss, term_losses
 from backends.protocol import ChunkOutput
 from backends.settings import TrainSettings
@@ -216,6 +217,13 @@ class JaxTrainer:
         out = {k: np.asarray(v) for k, v in state["params"].items()}
         out["loss_weights"] = np.asarray(state["weights"])
         return out
+
+    def snapshot(self, state):
+        return flatten(state, np.asarray)
+
+    def restore(self, arrays):
+        # jnp.asarray keeps the saved dtype (the int32 step count, the run's float dtype)
+        return unflatten(arrays, lambda a: jax.device_put(jnp.asarray(a), self.device))
 
     def sync(self):
         if self._last is not None:  # the newest state: everything queued before it is done once it is

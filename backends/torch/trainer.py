@@ -33,6 +33,7 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from backends.adam import adam_update, learning_rate
+from backends.checkpoint import flatten, unflatten
 from backends.devices import cpu_name
 from backends.losses import derivatives, term_loss, term_losses
 from backends.protocol import ChunkOutput
@@ -259,6 +260,13 @@ class TorchTrainer:
         out = {k: v.cpu().numpy() for k, v in state["params"].items()}
         out["loss_weights"] = state["weights"].cpu().numpy()
         return out
+
+    def snapshot(self, state):
+        return flatten(state, lambda t: t.cpu().numpy().copy())
+
+    def restore(self, arrays):
+        # torch.tensor copies and keeps the saved dtype (the int32 step count, the run's float dtype)
+        return unflatten(arrays, lambda a: torch.tensor(a, device=self.device))
 
     def sync(self):
         if self.device.type == "cuda":

@@ -1,0 +1,137 @@
+"""Checkpoints: a run stopped part-way goes on to exactly the run that never stopped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backends import conformance as kit
+from backends.checkpoint import Checkpoint, CheckpointMismatch
+from backends.settings import TrainSettings
+from backends.training import train_seeds
+from problems import get_problem
+from suite import execute
+from suite.campaign import expand, parse_campaign
+from suite.record import CHECKPOINT, HISTORY, MANIFEST, SUMMARY, load_checkpoint, save_checkpoint
+from suite.store import Store
+
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+# float32 as campaigns train; eager torch keeps the test short (restoring does not touch compiling)
+TINY = dict(method="M4", steps=60, log_every=10, width=10, depth=2, compile=False)
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 3)], ids=["one-seed", "two-lanes"])
+def test_a_resumed_run_equals_the_uninterrupted_one_exactly(backend, seeds):
+    kit.check_resumes(backend, get_problem("poisson1d"), "M4", seeds, steps=60, gradient_every=20, dtype="float32",
+                      width=10)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused(backend):
+    problem = get_problem("poisson1d")
+    settings = [TrainSettings(seed=s, **TINY) for s in (0, 1)]
+    checkpoints = kit.checkpoints_at(backend, problem, settings, 20)
+    wider = [TrainSettings(seed=s, **{**TINY, "width": 12}) for s in (0, 1)]
+    with pytest.raises(CheckpointMismatch, match="does not fit this run"):
+        train_seeds(problem, wider, backend, resume=checkpoints)
+    shorter = [TrainSettings(seed=s, **{**TINY, "steps": 20}) for s in (0, 1)]
+    with pytest.raises(CheckpointMismatch, match="cannot go on to step 20"):
+        train_seeds(problem, shorter, backend, resume=checkpoints)
+    checkpoints[1].step = 10
+    with pytest.raises(CheckpointMismatch, match=r"resume from one step; got \[10, 20\]"):
+        train_seeds(problem, settings, backend, resume=checkpoints)
+    with pytest.raises(CheckpointMismatch, match="1 checkpoints for 2 seeds"):
+        train_seeds(problem, settings, backend, resume=checkpoints[:1])
+
+
+def test_checkpoint_file_round_trips_and_a_damaged_one_is_ignored(tmp_path):
+    checkpoint = Checkpoint(step=20, state={"params/W0": np.arange(6, dtype=np.float32).reshape(2, 3),
+                                            "count": np.array(20, np.int32)},
+                            batches={"bit_generator": "PCG64", "state": {"state": 2**100 + 1, "inc": 7}},
+                            done=20, diverged_at=None, seconds=1.5, executed=20, chunk_ms=[0.5, 0.25], wall=2.0,
+                            compile_seconds=3.0, history=[{"step": 10, "rel_l2": float("nan")}], resumed_at=[10])
+    save_checkpoint(tmp_path, checkpoint)
+    back = load_checkpoint(tmp_path)
+    assert back.step == 20 and back.batches == checkpoint.batches and back.resumed_at == [10]
+    assert back.state["params/W0"].dtype == np.float32 and back.state["count"].dtype == np.int32
+    np.testing.assert_array_equal(back.state["params/W0"], checkpoint.state["params/W0"])
+    assert np.isnan(back.history[0]["rel_l2"]) and back.gradients is None
+    assert not list(tmp_path.glob(".*"))  # written atomically, no temporary left
+    (tmp_path / CHECKPOINT).write_bytes(b"not a zip file")
+    assert load_checkpoint(tmp_path) is None
+    assert load_checkpoint(tmp_path / "elsewhere") is None
+
+
+def _specs(steps=40):
+    data = {"grid": {"problem": ["poisson1d"], "method": ["M2"], "seed": [0, 1], "backend": ["jax"]},
+            "settings": {"steps": steps, "log_every": 10, "width": 8, "depth": 1}}
+    return expand(parse_campaign(data, "test"))
+
+
+def _interrupt_after(monkeypatch, step):
+    """Make the campaign's checkpoints come after every chunk and 'kill' the job after the one at ``step``."""
+    monkeypatch.setattr(execute, "CHECKPOINT_EVERY", 0.0)
+    real = execute.save_checkpoint
+
+    def save_then_stop(directory, checkpoint):
+        real(directory, checkpoint)
+        if checkpoint.step == step and str(directory).endswith(_specs()[-1].name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(execute, "save_checkpoint", save_then_stop)
+
+
+@needs_jax
+def test_a_stopped_campaign_job_goes_on_from_its_checkpoints(tmp_path, monkeypatch):
+    specs = _specs()
+    whole = Store(tmp_path / "whole")
+    assert [o["status"] for o in execute.run_group(specs, str(whole.root), ["test"])] == ["complete"] * 2
+    assert not any((whole.path(s) / CHECKPOINT).exists() for s in specs)  # a done run keeps none
+
+    store = Store(tmp_path / "store")
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 20)
+        outcomes = execute.run_group(specs, str(store.root), ["test"])
+    assert [o["status"] for o in outcomes] == ["interrupted"] * 2
+    assert all(load_checkpoint(store.path(s)).step == 20 for s in specs)
+    with monkeypatch.context() as patch:  # stopped a second time, after going on
+        _interrupt_after(patch, 30)
+        outcomes = execute.run_group(specs, str(store.root), ["test"])
+    assert [o["status"] for o in outcomes] == ["interrupted"] * 2
+
+    outcomes = execute.run_group(specs, str(store.root), ["test"])
+    assert [o["status"] for o in outcomes] == ["complete"] * 2
+    for spec in specs:
+        summary = json.loads((store.path(spec) / SUMMARY).read_text())
+        assert summary["resumed_at_steps"] == [20, 30] and summary["steps"] == 40
+        assert summary["error"] == json.loads((whole.path(spec) / SUMMARY).read_text())["error"]
+        ours, theirs = (pd.read_csv(s.path(spec) / HISTORY).drop(columns="seconds") for s in (store, whole))
+        pd.testing.assert_frame_equal(ours, theirs)  # every row once, the same numbers
+        earlier = json.loads((store.path(spec) / MANIFEST).read_text())["earlier_processes"]
+        assert [e["stopped_at_step"] for e in earlier] == [20, 30]
+        assert not (store.path(spec) / CHECKPOINT).exists()
+        params = [np.load(s.path(spec) / "params.npz") for s in (store, whole)]
+        for k in params[1].files:
+            np.testing.assert_array_equal(params[0][k], params[1][k])
+
+
+@needs_jax
+def test_checkpoints_that_no_longer_fit_are_dropped_and_the_runs_start_afresh(tmp_path, monkeypatch):
+    specs = _specs()
+    store = Store(tmp_path / "store")
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 20)
+        execute.run_group(specs, str(store.root), ["test"])
+    for spec in specs:  # as if the trainer's state had gained an entry since
+        checkpoint = load_checkpoint(store.path(spec))
+        checkpoint.state["extra"] = np.zeros(1)
+        save_checkpoint(store.path(spec), checkpoint)
+    outcomes = execute.run_group(specs, str(store.root), ["test"])
+    assert [o["status"] for o in outcomes] == ["complete"] * 2
+    for spec in specs:
+        summary = json.loads((store.path(spec) / SUMMARY).read_text())
+        assert summary["resumed_at_steps"] == [] and summary["steps"] == 40
+        assert list(pd.read_csv(store.path(spec) / HISTORY)["step"]) == [10, 20, 30, 40]
