@@ -134,6 +134,7 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
             about = manifest(backend, device, s.seed, argv)
             if resume is not None:
                 about["earlier_processes"] = _earlier(store.path(one), resume[i])
+                about["first_started"] = about["earlier_processes"][0].get("started") or about["started"]
             records.append(RunRecord.create(store.root, one.config, about, force=True,
                                             resume=None if resume is None else resume[i]))
 

@@ -137,9 +137,14 @@ def cost_lines(runs: pd.DataFrame) -> list[str]:
     done = runs[runs["status"].isin(("complete", "diverged"))]
     if done.empty or "started" not in done:
         return ["No run has finished yet.\n"]
-    start = pd.to_datetime(done["started"], utc=True, errors="coerce")
+    # a run that went on from a checkpoint started with its first process; its wall_seconds add
+    # up every process, so its end is when it finished (records older than `finished`: start + wall)
+    start = pd.to_datetime(done.get("first_started", done["started"]).fillna(done["started"]), utc=True,
+                           errors="coerce")
     wall = pd.to_numeric(done.get("wall_seconds"), errors="coerce").fillna(0)
     end = start + pd.to_timedelta(wall, unit="s")
+    if "finished" in done:
+        end = pd.to_datetime(done["finished"], utc=True, errors="coerce").fillna(end)
     # a vectorised job's seeds share one training time: count each job's once
     job = done.get("vectorised_seeds", pd.Series(1, index=done.index)).fillna(1).astype(float)
     train = float((pd.to_numeric(done["train_seconds"], errors="coerce") / job).sum())

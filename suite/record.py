@@ -25,6 +25,7 @@ import json
 import math
 import os
 import secrets
+from datetime import datetime, timezone
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,8 @@ class RunRecord:
         self.history.close()
         if params is not None:
             _replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
-        write_json(self.path / SUMMARY, {**summary, "status": status})
+        finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(self.path / SUMMARY, {**summary, "finished": finished, "status": status})
         if status in ("complete", "diverged"):  # done: nothing will go on from the checkpoint
             (self.path / CHECKPOINT).unlink(missing_ok=True)
 

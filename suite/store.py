@@ -44,7 +44,8 @@ DEFAULT_STORE = "results/store"
 # summary fields renamed in the runs table where they would clash with a setting of the same name
 RENAMED = {"steps": "steps_done", "device": "device_used"}
 SETTING_ORDER = tuple(f.name for f in dataclasses.fields(TrainSettings))
-MANIFEST_FIELDS = ("started", "hostname", "git_commit", "git_dirty", "gradpath")
+# first_started: when the first process of a run that went on from a checkpoint started
+MANIFEST_FIELDS = ("started", "first_started", "hostname", "git_commit", "git_dirty", "gradpath")
 
 
 @dataclass(frozen=True)

@@ -110,8 +110,9 @@ def test_a_stopped_campaign_job_goes_on_from_its_checkpoints(tmp_path, monkeypat
         assert summary["error"] == json.loads((whole.path(spec) / SUMMARY).read_text())["error"]
         ours, theirs = (pd.read_csv(s.path(spec) / HISTORY).drop(columns="seconds") for s in (store, whole))
         pd.testing.assert_frame_equal(ours, theirs)  # every row once, the same numbers
-        earlier = json.loads((store.path(spec) / MANIFEST).read_text())["earlier_processes"]
-        assert [e["stopped_at_step"] for e in earlier] == [20, 30]
+        about = json.loads((store.path(spec) / MANIFEST).read_text())
+        assert [e["stopped_at_step"] for e in about["earlier_processes"]] == [20, 30]
+        assert about["first_started"] == about["earlier_processes"][0]["started"] <= about["started"]
         assert not (store.path(spec) / CHECKPOINT).exists()
         params = [np.load(s.path(spec) / "params.npz") for s in (store, whole)]
         for k in params[1].files:

@@ -62,6 +62,18 @@ def test_cost_counts_a_vectorised_job_once():
     assert "Machines: a;" in text  # the failed run's host is not a finished run's
 
 
+def test_cost_spans_a_resumed_run_from_its_first_process_to_its_finish():
+    # run 2 went on from a checkpoint: its last process started at 03:00, its first at 00:00, and
+    # its wall_seconds add up both processes, so start + wall would overshoot its finish
+    runs = pd.DataFrame({"status": ["complete", "complete"],
+                         "started": ["2026-01-01T01:00:00+00:00", "2026-01-01T03:00:00+00:00"],
+                         "first_started": [None, "2026-01-01T00:00:00+00:00"],
+                         "finished": [None, "2026-01-01T04:00:00+00:00"],
+                         "wall_seconds": [3600.0, 7200.0], "train_seconds": [3000.0, 6000.0],
+                         "vectorised_seeds": [1, 1]})
+    assert "between 2026-01-01 00:00 and 2026-01-01 04:00 UTC (4.0 h of wall clock" in "".join(cost_lines(runs))
+
+
 def test_the_section_is_empty_without_cells():
     assert comparison_section(pd.DataFrame(), pd.DataFrame()) == ""
 
