@@ -51,6 +51,9 @@ class Checkpoint:
         history: the history rows so far.
         gradients: the gradient histograms so far (None when not recorded).
         resumed_at: steps at which earlier processes stopped and a later one went on.
+        lanes: seeds the writing process trained together (None: one seed, not vectorised). A
+            seed of a vectorised run goes on vectorised, even alone: the batched kernels may
+            round differently from the one-seed ones.
     """
 
     step: int
@@ -66,9 +69,10 @@ class Checkpoint:
     history: list[dict[str, Any]]
     gradients: GradientRecord | None = None
     resumed_at: list[int] = field(default_factory=list)
+    lanes: int | None = None
 
     _META = ("step", "batches", "done", "diverged_at", "seconds", "executed", "chunk_ms", "wall",
-             "compile_seconds", "history", "resumed_at")
+             "compile_seconds", "history", "resumed_at", "lanes")
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The checkpoint as named numpy arrays (for ``np.savez``): state, gradients, and the rest as JSON."""

@@ -333,21 +333,23 @@ def checkpoints_at(backend: str, problem: Problem, settings: Sequence[TrainSetti
 
 def check_resumes(backend: str, problem: Problem, method: str = "M4", seeds: Sequence[int] = (1,), steps: int = 20,
                   gradient_every: int = 10, **overrides: Any) -> None:
-    """A run stopped half-way and resumed from its checkpoint equals the uninterrupted run bit for bit.
+    """A run stopped part-way and resumed from its checkpoint equals the uninterrupted run bit for bit.
 
     History (timings apart), final parameters, loss weights and gradient records are compared
-    exactly, for ``seeds`` trained together (several: the backend's lanes), from the checkpoint
-    at ``steps // 2`` (:func:`checkpoints_at`).
+    exactly, for ``seeds`` trained together (several: the backend's lanes), logged every
+    ``0.3 * steps`` (so the last chunk is a short one) and stopped after the second chunk
+    (:func:`checkpoints_at`).
     """
     from backends.training import train_seeds
 
-    settings = [small_settings(method, steps, log_every=steps // 4, seed=s, **overrides) for s in seeds]
+    log_every = max(1, steps * 3 // 10)
+    settings = [small_settings(method, steps, log_every=log_every, seed=s, **overrides) for s in seeds]
     whole = train_seeds(problem, settings, backend, gradient_every=gradient_every)
-    checkpoints = checkpoints_at(backend, problem, settings, steps // 2, gradient_every)
+    checkpoints = checkpoints_at(backend, problem, settings, 2 * log_every, gradient_every)
     resumed = train_seeds(problem, settings, backend, gradient_every=gradient_every, resume=checkpoints)
     where = f"{backend} {problem.name} {method} seeds {list(seeds)}"
     for a, b in zip(whole, resumed):
-        assert b.summary["resumed_at_steps"] == [steps // 2], f"{where}: {b.summary['resumed_at_steps']}"
+        assert b.summary["resumed_at_steps"] == [2 * log_every], f"{where}: {b.summary['resumed_at_steps']}"
         assert len(a.history) == len(b.history), f"{where}: {len(a.history)} rows, resumed {len(b.history)}"
         for ra, rb in zip(a.history, b.history):
             differ = [k for k in ra if k != "seconds" and ra[k] != rb.get(k) and not (ra[k] != ra[k] and rb[k] != rb[k])]

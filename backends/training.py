@@ -145,7 +145,9 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
                             on_checkpoint=None if on_checkpoint is None else (lambda _, c, i=i: on_checkpoint(i, c)),
                             checkpoint_every=checkpoint_every)[0]
                 for i, s in enumerate(settings)]
-    lanes = None if len(settings) == 1 else len(settings)
+    # a seed of a vectorised run goes on vectorised (lanes=1), as its checkpoint was computed
+    vectorised = len(settings) > 1 or (resume is not None and resume[0].lanes is not None)
+    lanes = len(settings) if vectorised else None
     first = settings[0]
     impl = get_backend(backend)
     device = impl.resolve_device(first.device)
@@ -177,8 +179,11 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
         blank = dict.fromkeys(gradient_statistics([{k: np.ones(1) for k in keys}] * len(names), names, keys), float("nan"))
     done = [0] * n  # steps each seed has taken (a diverged seed stops counting)
     diverged_at: list[int | None] = [None] * n
+    nan_metrics = {m: float("nan") for m in problem.metrics(ref, ref)}
     total, executed, seconds, chunk_ms, wall_before, resumed_at = 0, 0, 0.0, [], 0.0, []
     if resume is not None:  # go on where the checkpoints stopped; the seeds share the loop's counters
+        _check_history_fits(resume, [f"loss_{k}" for k in names] + [f"weight_{k}" for k in names] + list(nan_metrics)
+                            + list(blank if gradient_every > 0 else ()))
         c0 = resume[0]
         total, executed, seconds, chunk_ms, wall_before = c0.step, c0.executed, c0.seconds, list(c0.chunk_ms), c0.wall
         compile_seconds += c0.compile_seconds
@@ -189,7 +194,6 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
             results[i].history = [dict(row) for row in c.history]
             if gradient_every > 0 and c.gradients is not None:
                 results[i].gradients = c.gradients
-    nan_metrics = {m: float("nan") for m in problem.metrics(ref, ref)}
     wall0 = time.perf_counter()
     last_checkpoint = wall0
     while total < first.steps and any(d is None for d in diverged_at):
@@ -242,7 +246,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
                     batches=streams[i]["batches"].bit_generator.state, done=done[i], diverged_at=diverged_at[i],
                     seconds=seconds, executed=executed, chunk_ms=list(chunk_ms), wall=wall,
                     compile_seconds=compile_seconds, history=[dict(row) for row in results[i].history],
-                    gradients=results[i].gradients, resumed_at=list(resumed_at)))
+                    gradients=results[i].gradients, resumed_at=list(resumed_at), lanes=lanes))
             last_checkpoint = time.perf_counter()
 
     exported = trainer.export(state)
@@ -286,6 +290,19 @@ def _restored(trainer: Trainer, fresh: Any, resume: Sequence[Checkpoint], settin
     if int(snapshot["count"]) != step:
         raise CheckpointMismatch(f"the checkpoint's step count {int(snapshot['count'])} is not its step {step}")
     return trainer.restore(snapshot)
+
+
+def _check_history_fits(resume: Sequence[Checkpoint], columns: list[str]) -> None:
+    """Raise a CheckpointMismatch unless the checkpoints' history rows have this run's columns.
+
+    A gradpath that logs other columns (another metric, gradient statistics of other layers)
+    could not append to them: the run would fail at its first row, at every attempt, instead of
+    starting afresh. (The gradient statistics' columns name the terms and layers the gradient
+    records describe, so this covers those too.)
+    """
+    want = ["step", "seconds", *columns]
+    if any(list(row) != want for c in resume for row in c.history):
+        raise CheckpointMismatch("the checkpoint's history has other columns than this run logs")
 
 
 def _lanes_of(per_seed: list[list[Any]], lanes: int | None) -> list[Any]:

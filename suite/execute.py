@@ -161,7 +161,8 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
         outcomes = []
         for i, one in enumerate(specs):
             if i >= len(records):  # failed before training: still leave a record that says why
-                records.append(RunRecord.create(store.root, one.config, {"command": ["gradpath", *argv]}, force=True))
+                records.append(RunRecord.create(store.root, one.config, {"command": ["gradpath", *argv]}, force=True,
+                                                keep_checkpoint=True))
             partial = {"steps": last[i].get("step", 0), "error": last[i].get(metric) if metric else None,
                        "metric": metric}
             if interrupted:

@@ -130,11 +130,14 @@ class RunRecord:
 
     @classmethod
     def create(cls, out: str | os.PathLike, config: Mapping[str, Any], manifest: Mapping[str, Any],
-               *, force: bool = False, resume: Checkpoint | None = None) -> RunRecord:
+               *, force: bool = False, resume: Checkpoint | None = None,
+               keep_checkpoint: bool = False) -> RunRecord:
         """Start the record of ``config`` under ``out``: config, manifest and a ``running`` summary.
 
         With ``resume`` (the run's checkpoint), the history is rewritten up to the checkpoint and
-        the checkpoint file is kept (until a newer one replaces it); otherwise both start afresh.
+        the checkpoint file is kept (until a newer one replaces it); otherwise the history starts
+        afresh and so does the checkpoint, unless ``keep_checkpoint`` (a record that only says why
+        a run could not start must not cost it its checkpoint).
 
         Raises:
             UsageError: the directory already holds a complete run and ``force`` is False.
@@ -143,7 +146,8 @@ class RunRecord:
         if not force and read_status(path) == "complete":
             raise UsageError(f"run directory {path} already holds a complete run; pass --force to overwrite")
         path.mkdir(parents=True, exist_ok=True)
-        for stale in (HISTORY, PARAMS, GRADIENTS) if resume is not None else (HISTORY, PARAMS, GRADIENTS, CHECKPOINT):
+        keep = resume is not None or keep_checkpoint
+        for stale in (HISTORY, PARAMS, GRADIENTS) if keep else (HISTORY, PARAMS, GRADIENTS, CHECKPOINT):
             (path / stale).unlink(missing_ok=True)
         write_json(path / CONFIG, config)
         write_json(path / MANIFEST, manifest)
@@ -188,12 +192,13 @@ def save_checkpoint(directory: str | os.PathLike, checkpoint: Checkpoint) -> Pat
 
 
 def load_checkpoint(directory: str | os.PathLike) -> Checkpoint | None:
-    """The checkpoint in run directory ``directory``; None if there is none or it cannot be read."""
+    """The checkpoint in run directory ``directory``; None if there is none or it cannot be read (then it is removed)."""
     path = Path(directory) / CHECKPOINT
     if not path.is_file():
         return None
     try:
         with np.load(path) as arrays:
             return Checkpoint.from_arrays(arrays)
-    except (OSError, ValueError, KeyError, TypeError, UsageError):  # unreadable or another format: start afresh
+    except Exception:  # torn, damaged (BadZipFile, ...) or another format: the run starts afresh
+        path.unlink(missing_ok=True)
         return None

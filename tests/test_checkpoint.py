@@ -30,6 +30,27 @@ def test_a_resumed_run_equals_the_uninterrupted_one_exactly(backend, seeds):
                       width=10)
 
 
+def test_a_compiled_torch_run_resumes_exactly():
+    pytest.importorskip("torch")  # campaigns compile: the restored state must fit the compiled graphs
+    kit.check_resumes("torch", get_problem("poisson1d"), "M2", (0, 1), steps=20, dtype="float32", compile=True)
+
+
+def test_a_group_that_comes_back_split_goes_on_vectorised(backend):
+    # e.g. another --lanes after the stop: each part goes on from the same checkpoints, and a seed
+    # left alone keeps the batched kernels (lanes=1), so it differs from the whole only by rounding
+    problem = get_problem("poisson1d")
+    settings = [TrainSettings(seed=s, **TINY) for s in (0, 3, 5)]
+    whole = train_seeds(problem, settings, backend)
+    checkpoints = kit.checkpoints_at(backend, problem, settings, 30)
+    parts = train_seeds(problem, settings[:1], backend, resume=checkpoints[:1]) + \
+        train_seeds(problem, settings[1:], backend, resume=checkpoints[1:])
+    assert [r.summary["vectorised_seeds"] for r in parts] == [1, 2, 2]
+    for a, b in zip(whole, parts):
+        assert b.summary["resumed_at_steps"] == [30] and len(b.history) == len(a.history)
+        for k in a.params:
+            assert np.max(np.abs(a.params[k] - b.params[k])) <= 1e-5 * np.max(np.abs(a.params[k])), k
+
+
 def test_a_checkpoint_that_does_not_fit_is_refused(backend):
     problem = get_problem("poisson1d")
     settings = [TrainSettings(seed=s, **TINY) for s in (0, 1)]
@@ -45,6 +66,14 @@ def test_a_checkpoint_that_does_not_fit_is_refused(backend):
         train_seeds(problem, settings, backend, resume=checkpoints)
     with pytest.raises(CheckpointMismatch, match="1 checkpoints for 2 seeds"):
         train_seeds(problem, settings, backend, resume=checkpoints[:1])
+    checkpoints[1].step = 20
+    for c in checkpoints:  # as if a later gradpath logged another column: it could not append to these rows
+        c.history = [{**row, "new_metric": 0.0} for row in c.history]
+    with pytest.raises(CheckpointMismatch, match="history has other columns"):
+        train_seeds(problem, settings, backend, resume=checkpoints)
+    with pytest.raises(CheckpointMismatch, match="history has other columns"):  # no gradient statistics in it
+        train_seeds(problem, settings, backend, resume=kit.checkpoints_at(backend, problem, settings, 20),
+                    gradient_every=10)
 
 
 def test_checkpoint_file_round_trips_and_a_damaged_one_is_ignored(tmp_path):
@@ -60,8 +89,11 @@ def test_checkpoint_file_round_trips_and_a_damaged_one_is_ignored(tmp_path):
     np.testing.assert_array_equal(back.state["params/W0"], checkpoint.state["params/W0"])
     assert np.isnan(back.history[0]["rel_l2"]) and back.gradients is None
     assert not list(tmp_path.glob(".*"))  # written atomically, no temporary left
-    (tmp_path / CHECKPOINT).write_bytes(b"not a zip file")
-    assert load_checkpoint(tmp_path) is None
+    data = (tmp_path / CHECKPOINT).read_bytes()
+    for damaged in (b"not a zip file", data[: len(data) // 2]):  # garbage, and a torn copy (BadZipFile)
+        (tmp_path / CHECKPOINT).write_bytes(damaged)
+        assert load_checkpoint(tmp_path) is None
+        assert not (tmp_path / CHECKPOINT).exists()  # removed: the run starts afresh, once
     assert load_checkpoint(tmp_path / "elsewhere") is None
 
 
@@ -136,3 +168,25 @@ def test_checkpoints_that_no_longer_fit_are_dropped_and_the_runs_start_afresh(tm
         summary = json.loads((store.path(spec) / SUMMARY).read_text())
         assert summary["resumed_at_steps"] == [] and summary["steps"] == 40
         assert list(pd.read_csv(store.path(spec) / HISTORY)["step"]) == [10, 20, 30, 40]
+
+
+@needs_jax
+def test_a_run_that_cannot_start_keeps_its_checkpoint(tmp_path, monkeypatch):
+    specs = _specs()
+    store = Store(tmp_path / "store")
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 20)
+        execute.run_group(specs, str(store.root), ["test"])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such device today")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(execute, "get_problem", broken)
+        outcomes = execute.run_group(specs, str(store.root), ["test"])
+    assert [o["status"] for o in outcomes] == ["failed"] * 2
+    assert all(load_checkpoint(store.path(s)).step == 20 for s in specs)
+    outcomes = execute.run_group(specs, str(store.root), ["test"])
+    assert [o["status"] for o in outcomes] == ["complete"] * 2
+    for spec in specs:
+        assert json.loads((store.path(spec) / SUMMARY).read_text())["resumed_at_steps"] == [20]
