@@ -25,7 +25,7 @@ from scipy import stats
 from backends.settings import TrainSettings
 from problems import problem_class
 from suite.paper_comparison import FACTOR, configuration_label, sci
-from suite.tables import config_columns
+from suite.tables import config_columns, is_missing, same_value
 
 # columns that tell runs apart without being a setting one would ablate
 NOT_SETTINGS = ("seed", "layers", "device", "compile", "log_every", "backend", "problem", "method")
@@ -47,21 +47,8 @@ def _default(problem: str, column: str) -> object:
     return {f.name: f.default for f in dataclasses.fields(TrainSettings)}.get(column)
 
 
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _equal(a: object, b: object) -> bool:
-    """Equal as settings: None and NaN (how a table stores None) are the same; numbers compare by value."""
-    if _missing(a) or _missing(b):
-        return _missing(a) and _missing(b)
-    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
-        return math.isclose(float(a), float(b))
-    return a == b
-
-
 def _shown(value: object) -> str:
-    return "default" if _missing(value) else (f"{int(value)}" if isinstance(value, float) and value.is_integer() else str(value))
+    return "default" if is_missing(value) else (f"{int(value)}" if isinstance(value, float) and value.is_integer() else str(value))
 
 
 def variants(cells: pd.DataFrame) -> pd.DataFrame:
@@ -73,11 +60,11 @@ def variants(cells: pd.DataFrame) -> pd.DataFrame:
         same = ["problem", "backend", "method"]
         for _, variant in frame.iterrows():
             for _, base in frame.iterrows():
-                differ = [c for c in columns if not _equal(variant[c], base[c])]
+                differ = [c for c in columns if not same_value(variant[c], base[c])]
                 if len(differ) != 1 or any(variant[c] != base[c] for c in same):
                     continue
                 column = differ[0]
-                if not _equal(base[column], _default(problem, column)):
+                if not same_value(base[column], _default(problem, column)):
                     continue
                 if (column in ARCHITECTURE or column.startswith("param_")) and np.isfinite(variant["paper"]):
                     continue  # a cell of the paper's own tables (Table 2's other rows, the u-v-p cavity)

@@ -78,8 +78,17 @@ def _parse_setting(text: str) -> dict[str, object]:
     return params
 
 
-def _same(a: object, b: object) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+def is_missing(value: object) -> bool:
+    """None, or NaN (how a table stores a None)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def same_value(a: object, b: object) -> bool:
+    """Equal as settings or parameters: missing equals missing, numbers compare by value (1 == 1.0)."""
+    if is_missing(a) or is_missing(b):
+        return is_missing(a) and is_missing(b)
+    numbers = (int, float, np.number)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
         return math.isclose(float(a), float(b))
     return a == b
 
@@ -116,7 +125,7 @@ def _paper_value(paper: pd.DataFrame, cell: pd.Series, metric: str | None) -> fl
                  & (paper["method"] == cell.get("method")) & (paper["width"] == cell.get("width"))
                  & (paper["depth"] == cell.get("depth"))]
     for _, row in rows.iterrows():
-        if all(_same(cell.get(f"param_{k}"), v) for k, v in row["parameters"].items()):
+        if all(same_value(cell.get(f"param_{k}"), v) for k, v in row["parameters"].items()):
             return float(row["value"])
     return math.nan
 
