@@ -71,7 +71,9 @@ def check_same_but_seed(settings: Sequence[TrainSettings]) -> None:
 
 
 def train(problem: Problem, settings: TrainSettings, backend: str,
-          on_log: Callable[[dict[str, Any]], None] | None = None, *, gradient_every: int = 0) -> TrainResult:
+          on_log: Callable[[dict[str, Any]], None] | None = None, *, gradient_every: int = 0,
+          resume: Checkpoint | None = None, on_checkpoint: Callable[[Checkpoint], None] | None = None,
+          checkpoint_every: float = 600.0) -> TrainResult:
     """Train one PINN.
 
     Args:
@@ -80,6 +82,7 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         backend: registered backend name (``jax``, ``torch``, ...).
         on_log: called with each history row as soon as it exists (the suite writes it to disk).
         gradient_every: steps between gradient checkpoints (0: none); see :func:`train_seeds`.
+        resume, on_checkpoint, checkpoint_every: go on from a checkpoint, and take them; see :func:`train_seeds`.
 
     Returns:
         A TrainResult. History rows hold ``step`` (steps done), ``seconds`` (training time so far,
@@ -90,7 +93,10 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         ``ms_per_step`` is the median over full chunks of chunk time / chunk steps.
     """
     log = None if on_log is None else (lambda lane, row: on_log(row))
-    return train_seeds(problem, [settings], backend, log, vectorise=False, gradient_every=gradient_every)[0]
+    keep = None if on_checkpoint is None else (lambda lane, checkpoint: on_checkpoint(checkpoint))
+    return train_seeds(problem, [settings], backend, log, vectorise=False, gradient_every=gradient_every,
+                       resume=None if resume is None else [resume], on_checkpoint=keep,
+                       checkpoint_every=checkpoint_every)[0]
 
 
 def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: str,

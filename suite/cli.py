@@ -14,23 +14,26 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from backends import get_backend, training
+from backends.checkpoint import Checkpoint, CheckpointMismatch
 from backends.settings import TrainSettings
 from backends.training import TrainResult
 from problems import Problem, get_problem
 from problems.errors import UsageError
 from suite.bench import add_bench_command
 from suite.campaign import RunSpec, expand, load_campaign
-from suite.execute import DEFAULT_LANES, CampaignResult, run_campaign
+from suite.execute import CHECKPOINT_EVERY, DEFAULT_LANES, CampaignResult, run_campaign
 from suite.executors import EXECUTORS, make_executor
 from suite.listing import listing
 from suite.manifest import manifest
 from suite.progress import Progress
 from suite.diagnose_command import add_diagnose_command
 from suite.reference import add_reference_command
-from suite.record import SUMMARY, RunRecord, save_gradients
+from suite.record import (CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, resumed_manifest, run_name, save_checkpoint,
+                          save_gradients)
 from suite.store import DEFAULT_STORE, Store, gather, write_tables
 
 
@@ -88,6 +91,13 @@ _non_negative_int = _int_at_least(0, "non-negative")
 _positive_int = _int_at_least(1, "positive")
 
 
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {value:g}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with errors in gradpath's one-line form (exit code 2)."""
 
@@ -120,7 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--form", metavar="NAME", help="cavity formulation: psi-p (default) or u-v-p; "
                      "the same as --param form=NAME")
     run.add_argument("--out", default="runs", metavar="DIR", help="directory of run records (default: runs)")
-    run.add_argument("--force", action="store_true", help="overwrite a complete run with the same configuration")
+    run.add_argument("--force", action="store_true",
+                     help="overwrite a complete run with the same configuration, or start an unfinished one afresh "
+                          "instead of going on from its checkpoint")
+    run.add_argument("--checkpoint-every", type=_non_negative_float, default=CHECKPOINT_EVERY, metavar="SECONDS",
+                     help="wall-clock seconds between checkpoints (checkpoint.npz, removed once the run is done); "
+                          "rerunning a stopped run goes on from its last one; 0: none "
+                          f"(default: {CHECKPOINT_EVERY:g})")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     # not a TrainSettings field: recording gradients does not change the run, so not its config hash either
     run.add_argument("--gradient-every", type=_non_negative_int, default=10000, metavar="N",
@@ -189,11 +205,12 @@ def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunRecord, *, quiet: bool,
-           gradient_every: int = 0) -> TrainResult:
-    """Train, writing each history row to ``record`` and the progress bar; an exception marks the record."""
+           gradient_every: int = 0, resume: Checkpoint | None = None, checkpoint_every: float = 0.0) -> TrainResult:
+    """Train (going on from ``resume`` if given), writing each history row to ``record`` and the
+    progress bar, and a checkpoint every ``checkpoint_every`` seconds (0: none); an exception marks the record."""
     metric = problem.primary_metric
     progress = Progress(settings.steps, metric, quiet=quiet)
-    last: dict[str, Any] = {}
+    last: dict[str, Any] = dict(resume.history[-1]) if resume is not None and resume.history else {}
 
     def on_log(row: dict[str, Any]) -> None:
         record.history.append(row)
@@ -201,7 +218,9 @@ def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunR
         last.update(row)
 
     try:
-        return training.train(problem, settings, backend, on_log, gradient_every=gradient_every)
+        return training.train(problem, settings, backend, on_log, gradient_every=gradient_every, resume=resume,
+                              on_checkpoint=None if checkpoint_every <= 0 else (lambda c: save_checkpoint(record.path, c)),
+                              checkpoint_every=checkpoint_every)
     except BaseException as exc:
         partial = {"steps": last.get("step", 0), "error": last.get(metric), "metric": metric}
         if isinstance(exc, KeyboardInterrupt):
@@ -224,11 +243,25 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     device = backend.resolve_device(settings.device)
     config = {"problem": args.problem, "parameters": problem.parameters(), "backend": args.backend,
               "settings": settings.resolved(problem)}
-    record = RunRecord.create(args.out, config, manifest(backend, device, settings.seed, argv), force=args.force)
+    about = manifest(backend, device, settings.seed, argv)
+    checkpoint = None if args.force else load_checkpoint(Path(args.out) / run_name(config))
+    record = RunRecord.create(args.out, config, about if checkpoint is None else
+                              resumed_manifest(Path(args.out) / run_name(config), about, checkpoint),
+                              force=args.force, resume=checkpoint)
+    if checkpoint is not None and not args.quiet:
+        print(f"gradpath: going on from the checkpoint at step {checkpoint.step} in {record.path} "
+              "(--force starts afresh)", file=sys.stderr)
+    train_args = dict(quiet=args.quiet, gradient_every=args.gradient_every, checkpoint_every=args.checkpoint_every)
     try:
-        result = _train(problem, settings, args.backend, record, quiet=args.quiet, gradient_every=args.gradient_every)
+        try:
+            result = _train(problem, settings, args.backend, record, resume=checkpoint, **train_args)
+        except CheckpointMismatch as exc:
+            print(f"gradpath: {exc}; starting afresh", file=sys.stderr)
+            record = RunRecord.create(args.out, config, about, force=True)
+            result = _train(problem, settings, args.backend, record, **train_args)
     except KeyboardInterrupt:
-        print(f"gradpath: interrupted; what was logged is kept in {record.path}", file=sys.stderr)
+        kept = " and its last checkpoint" if (record.path / CHECKPOINT).exists() else ""
+        print(f"gradpath: interrupted; what was logged{kept} is kept in {record.path}", file=sys.stderr)
         return 130
 
     summary = result.summary

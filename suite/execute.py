@@ -24,7 +24,6 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
@@ -34,7 +33,8 @@ from backends.checkpoint import Checkpoint, CheckpointMismatch
 from problems import get_problem
 from suite.campaign import RunSpec
 from suite.manifest import manifest
-from suite.record import HISTORY, MANIFEST, SUMMARY, RunRecord, load_checkpoint, save_checkpoint, save_gradients, write_json
+from suite.record import (HISTORY, SUMMARY, RunRecord, load_checkpoint, resumed_manifest, save_checkpoint,
+                          save_gradients, write_json)
 from suite.store import Store
 
 if TYPE_CHECKING:
@@ -107,16 +107,6 @@ def run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) ->
     return [outcomes[spec.key] for spec in specs]
 
 
-def _earlier(path: os.PathLike, checkpoint: Checkpoint) -> list[dict[str, Any]]:
-    """The processes that trained a resumed run before this one: when, where, at which commit, up to which step."""
-    try:
-        old = json.loads((Path(path) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        old = {}
-    mine = {k: old.get(k) for k in ("started", "hostname", "git_commit", "git_dirty")}
-    return [*old.get("earlier_processes", []), {**mine, "stopped_at_step": checkpoint.step}]
-
-
 def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
            resume: list[Checkpoint] | None = None) -> list[dict[str, Any]]:
     # the newest row of each run, for the partial summary of a run that stops
@@ -133,8 +123,7 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
         for i, (s, one) in enumerate(zip(settings, specs)):
             about = manifest(backend, device, s.seed, argv)
             if resume is not None:
-                about["earlier_processes"] = _earlier(store.path(one), resume[i])
-                about["first_started"] = about["earlier_processes"][0].get("started") or about["started"]
+                about = resumed_manifest(store.path(one), about, resume[i])
             records.append(RunRecord.create(store.root, one.config, about, force=True,
                                             resume=None if resume is None else resume[i]))
 

@@ -11,7 +11,7 @@ Layout (``<out>/<problem>-<method>-<backend>-s<seed>-<hash>/``):
 - ``params.npz``: final parameters and ``loss_weights`` (complete and diverged runs).
 - ``gradients.npz``: per-layer gradient histograms of each loss term at chosen steps, when recorded
   (:class:`backends.diagnostics.GradientRecord`; see :func:`save_gradients`).
-- ``checkpoint.npz``: while a campaign run trains, the newest :class:`backends.checkpoint.Checkpoint`
+- ``checkpoint.npz``: while a run trains, the newest :class:`backends.checkpoint.Checkpoint`
   (see :func:`save_checkpoint`), from which a killed run goes on; removed once the run is done.
 
 JSON files are replaced atomically (temporary file + ``os.replace``); non-finite floats become null.
@@ -202,3 +202,19 @@ def load_checkpoint(directory: str | os.PathLike) -> Checkpoint | None:
     except Exception:  # torn, damaged (BadZipFile, ...) or another format: the run starts afresh
         path.unlink(missing_ok=True)
         return None
+
+
+def resumed_manifest(directory: str | os.PathLike, manifest: Mapping[str, Any], checkpoint: Checkpoint) -> dict[str, Any]:
+    """``manifest`` of a process that goes on from ``checkpoint``, with the processes before it.
+
+    Adds ``earlier_processes`` (each one's start, host, commit and the step it stopped at, read
+    from the run's old manifest) and ``first_started`` (when the first of them started).
+    """
+    try:
+        old = json.loads((Path(directory) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        old = {}
+    before = {k: old.get(k) for k in ("started", "hostname", "git_commit", "git_dirty")}
+    earlier = [*old.get("earlier_processes", []), {**before, "stopped_at_step": checkpoint.step}]
+    return {**manifest, "earlier_processes": earlier,
+            "first_started": earlier[0].get("started") or manifest.get("started")}

@@ -190,3 +190,36 @@ def test_a_run_that_cannot_start_keeps_its_checkpoint(tmp_path, monkeypatch):
     assert [o["status"] for o in outcomes] == ["complete"] * 2
     for spec in specs:
         assert json.loads((store.path(spec) / SUMMARY).read_text())["resumed_at_steps"] == [20]
+
+
+@needs_jax
+def test_gradpath_run_goes_on_from_its_checkpoint_and_force_starts_afresh(tmp_path, monkeypatch, capsys):
+    from suite import cli
+
+    command = ["run", "poisson1d", "--steps", "40", "--log-every", "10", "--width", "8", "--depth", "1",
+               "--checkpoint-every", "1e-9", "--quiet"]  # a checkpoint after every chunk
+    assert cli.main([*command, "--out", str(tmp_path / "whole")]) == 0
+    real = cli.save_checkpoint
+
+    def save_then_stop(directory, checkpoint):
+        real(directory, checkpoint)
+        if checkpoint.step == 20:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "save_checkpoint", save_then_stop)
+        assert cli.main([*command, "--out", str(tmp_path / "runs")]) == 130
+    assert "and its last checkpoint is kept" in capsys.readouterr().err
+    assert cli.main([*command, "--out", str(tmp_path / "runs")]) == 0
+    (run,), (whole,) = (tmp_path / "runs").iterdir(), (tmp_path / "whole").iterdir()
+    assert json.loads((run / SUMMARY).read_text())["resumed_at_steps"] == [20]
+    pd.testing.assert_frame_equal(pd.read_csv(run / HISTORY).drop(columns="seconds"),
+                                  pd.read_csv(whole / HISTORY).drop(columns="seconds"))
+    assert not (run / CHECKPOINT).exists()
+    with monkeypatch.context() as patch:  # stopped again; --force then ignores the checkpoint
+        patch.setattr(cli, "save_checkpoint", save_then_stop)
+        assert cli.main([*command, "--out", str(tmp_path / "runs"), "--force"]) == 130
+    assert cli.main([*command, "--out", str(tmp_path / "runs"), "--force"]) == 0
+    assert json.loads((run / SUMMARY).read_text())["resumed_at_steps"] == []
+    assert cli.main([*command[:-3], "--checkpoint-every", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "must be a non-negative number, got -1" in capsys.readouterr().err

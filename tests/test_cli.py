@@ -134,7 +134,7 @@ def _fake_train(*, interrupt: bool = False, fail: bool = False):
     row = {"step": 10, "seconds": 0.1, "loss_residual": 2.0, "loss_boundary": 1.0,
            "weight_residual": 1.0, "weight_boundary": 1.0, "rel_l2": 0.5}
 
-    def train(problem, settings, backend, on_log=None, *, gradient_every=0):
+    def train(problem, settings, backend, on_log=None, *, gradient_every=0, **checkpointing):
         on_log(dict(row))
         if interrupt:
             raise KeyboardInterrupt
