@@ -33,7 +33,7 @@ class TrainResult:
         history: one dict per logged step (see :func:`train`).
         summary: final error, steps, timings, divergence.
         params: final parameters and loss weights (numpy).
-        gradients: per-layer gradient histograms at the gradient checkpoints (None when not recorded).
+        gradients: per-layer gradient histograms at the gradient records (None when not recorded).
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -81,7 +81,7 @@ def train(problem: Problem, settings: TrainSettings, backend: str,
         settings: method, network, optimiser and data settings.
         backend: registered backend name (``jax``, ``torch``, ...).
         on_log: called with each history row as soon as it exists (the suite writes it to disk).
-        gradient_every: steps between gradient checkpoints (0: none); see :func:`train_seeds`.
+        gradient_every: steps between gradient records (0: none); see :func:`train_seeds`.
         resume, on_checkpoint, checkpoint_every: go on from a checkpoint, and take them; see :func:`train_seeds`.
 
     Returns:
@@ -218,10 +218,10 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
         weights = out.weights[None] if lanes is None else out.weights
         live = [i for i in range(n) if diverged_at[i] is None]
         metrics = _evaluate_lanes(problem, trainer, state, x_test, ref, lanes)
-        checkpoint = gradient_every > 0 and ((total + steps) // gradient_every > total // gradient_every
-                                             or total + steps == first.steps)
-        stats = _gradient_checkpoint(trainer, state, per_seed, weights[:, steps - 1], names, keys, lanes) \
-            if checkpoint else None
+        record_gradients = gradient_every > 0 and ((total + steps) // gradient_every > total // gradient_every
+                                                   or total + steps == first.steps)
+        stats = _gradient_record(trainer, state, per_seed, weights[:, steps - 1], names, keys, lanes) \
+            if record_gradients else None
         for i in live:
             bad = ~np.isfinite(losses[i]).all(axis=1)
             taken = steps
@@ -319,7 +319,7 @@ def _lanes_of(per_seed: list[list[Any]], lanes: int | None) -> list[Any]:
             else np.stack(items) for items in per_seed]
 
 
-def _gradient_checkpoint(trainer: Trainer, state: Any, per_seed: list[list[np.ndarray]], weights: np.ndarray,
+def _gradient_record(trainer: Trainer, state: Any, per_seed: list[list[np.ndarray]], weights: np.ndarray,
                          names: Sequence[str], keys: Sequence[str],
                          lanes: int | None) -> list[tuple[dict[str, float], np.ndarray]]:
     """Per seed: gradient statistics and histograms of grad(lambda_i L_i) on the chunk's last batch."""
