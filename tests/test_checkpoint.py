@@ -116,6 +116,15 @@ def _interrupt_after(monkeypatch, step):
     monkeypatch.setattr(execute, "save_checkpoint", save_then_stop)
 
 
+def _stopped_campaign_job(tmp_path, monkeypatch):
+    """The runs of :func:`_specs` in a store, stopped after their checkpoints at step 20."""
+    specs, store = _specs(), Store(tmp_path / "store")
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 20)
+        execute.run_group(specs, str(store.root), ["test"])
+    return specs, store
+
+
 @needs_jax
 def test_a_stopped_campaign_job_goes_on_from_its_checkpoints(tmp_path, monkeypatch):
     specs = _specs()
@@ -153,11 +162,7 @@ def test_a_stopped_campaign_job_goes_on_from_its_checkpoints(tmp_path, monkeypat
 
 @needs_jax
 def test_checkpoints_that_no_longer_fit_are_dropped_and_the_runs_start_afresh(tmp_path, monkeypatch):
-    specs = _specs()
-    store = Store(tmp_path / "store")
-    with monkeypatch.context() as patch:
-        _interrupt_after(patch, 20)
-        execute.run_group(specs, str(store.root), ["test"])
+    specs, store = _stopped_campaign_job(tmp_path, monkeypatch)
     for spec in specs:  # as if the trainer's state had gained an entry since
         checkpoint = load_checkpoint(store.path(spec))
         checkpoint.state["extra"] = np.zeros(1)
@@ -172,11 +177,7 @@ def test_checkpoints_that_no_longer_fit_are_dropped_and_the_runs_start_afresh(tm
 
 @needs_jax
 def test_a_run_that_cannot_start_keeps_its_checkpoint(tmp_path, monkeypatch):
-    specs = _specs()
-    store = Store(tmp_path / "store")
-    with monkeypatch.context() as patch:
-        _interrupt_after(patch, 20)
-        execute.run_group(specs, str(store.root), ["test"])
+    specs, store = _stopped_campaign_job(tmp_path, monkeypatch)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no such device today")
