@@ -66,8 +66,9 @@ def paper() -> dict[str, Any]:
     The order serves a campaign stopped part-way: the three M4/M1 factors the paper leads with
     (Helmholtz 50 x 3, Klein-Gordon, cavity psi-p; the cavity's M1 and M4 before its M2 and M3),
     with Helmholtz in both backends; then Klein-Gordon in PyTorch; then the rest of Table 2 in JAX
-    (32 cells of the paper at about a sixth of a cavity cell's cost each); then the cavity in
-    PyTorch, the u-v-p cavity, and Table 2 in PyTorch. Runs listed twice (the 50 x 3 row is also
+    (32 cells of the paper, on average about two thirds of a cavity cell's cost each; the cavity
+    in PyTorch adds no cell of the paper's); then the cavity in PyTorch, the u-v-p cavity, and
+    Table 2 in PyTorch. Runs listed twice (the 50 x 3 row is also
     part of Table 2) are one run.
     """
     headline = {"problem": ["helmholtz"], "width": [50], "depth": [3], "method": list(METHODS), "seed": SEEDS}
