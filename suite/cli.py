@@ -32,8 +32,7 @@ from suite.manifest import manifest
 from suite.progress import Progress
 from suite.diagnose_command import add_diagnose_command
 from suite.reference import add_reference_command
-from suite.record import (CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, resumed_manifest, run_name, save_checkpoint,
-                          save_gradients)
+from suite.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name, save_checkpoint, save_gradients
 from suite.store import DEFAULT_STORE, Store, gather, write_tables
 
 
@@ -245,9 +244,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
               "settings": settings.resolved(problem)}
     about = manifest(backend, device, settings.seed, argv)
     checkpoint = None if args.force else load_checkpoint(Path(args.out) / run_name(config))
-    record = RunRecord.create(args.out, config, about if checkpoint is None else
-                              resumed_manifest(Path(args.out) / run_name(config), about, checkpoint),
-                              force=args.force, resume=checkpoint)
+    record = RunRecord.create(args.out, config, about, force=args.force, resume=checkpoint)
     if checkpoint is not None and not args.quiet:
         print(f"gradpath: going on from the checkpoint at step {checkpoint.step} in {record.path} "
               "(--force starts afresh)", file=sys.stderr)

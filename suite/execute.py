@@ -33,8 +33,7 @@ from backends.checkpoint import Checkpoint, CheckpointMismatch
 from problems import get_problem
 from suite.campaign import RunSpec
 from suite.manifest import manifest
-from suite.record import (HISTORY, SUMMARY, RunRecord, load_checkpoint, resumed_manifest, save_checkpoint,
-                          save_gradients, write_json)
+from suite.record import HISTORY, SUMMARY, RunRecord, load_checkpoint, save_checkpoint, save_gradients, write_json
 from suite.store import Store
 
 if TYPE_CHECKING:
@@ -121,11 +120,8 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
         backend = get_backend(spec.backend)
         device = backend.resolve_device(settings[0].device)
         for i, (s, one) in enumerate(zip(settings, specs)):
-            about = manifest(backend, device, s.seed, argv)
-            if resume is not None:
-                about = resumed_manifest(store.path(one), about, resume[i])
-            records.append(RunRecord.create(store.root, one.config, about, force=True,
-                                            resume=None if resume is None else resume[i]))
+            records.append(RunRecord.create(store.root, one.config, manifest(backend, device, s.seed, argv),
+                                            force=True, resume=None if resume is None else resume[i]))
 
         def on_log(i: int, row: dict[str, Any]) -> None:
             records[i].history.append(row)

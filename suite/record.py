@@ -134,8 +134,9 @@ class RunRecord:
                keep_checkpoint: bool = False) -> RunRecord:
         """Start the record of ``config`` under ``out``: config, manifest and a ``running`` summary.
 
-        With ``resume`` (the run's checkpoint), the history is rewritten up to the checkpoint and
-        the checkpoint file is kept (until a newer one replaces it); otherwise the history starts
+        With ``resume`` (the run's checkpoint), the history is rewritten up to the checkpoint, the
+        manifest lists the processes before this one (:func:`_resumed_manifest`) and the
+        checkpoint file is kept (until a newer one replaces it); otherwise the history starts
         afresh and so does the checkpoint, unless ``keep_checkpoint`` (a record that only says why
         a run could not start must not cost it its checkpoint).
 
@@ -150,7 +151,7 @@ class RunRecord:
         for stale in (HISTORY, PARAMS, GRADIENTS) if keep else (HISTORY, PARAMS, GRADIENTS, CHECKPOINT):
             (path / stale).unlink(missing_ok=True)
         write_json(path / CONFIG, config)
-        write_json(path / MANIFEST, manifest)
+        write_json(path / MANIFEST, manifest if resume is None else _resumed_manifest(path, manifest, resume))
         write_json(path / SUMMARY, {"status": "running"})
         record = cls(path)
         for row in resume.history if resume is not None else ():
@@ -204,7 +205,7 @@ def load_checkpoint(directory: str | os.PathLike) -> Checkpoint | None:
         return None
 
 
-def resumed_manifest(directory: str | os.PathLike, manifest: Mapping[str, Any], checkpoint: Checkpoint) -> dict[str, Any]:
+def _resumed_manifest(directory: str | os.PathLike, manifest: Mapping[str, Any], checkpoint: Checkpoint) -> dict[str, Any]:
     """``manifest`` of a process that goes on from ``checkpoint``, with the processes before it.
 
     Adds ``earlier_processes`` (each one's start, host, commit and the step it stopped at, read
