@@ -35,7 +35,7 @@ def _x(value: float) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.1f}x"
 
 
-def _measured(cells: pd.DataFrame) -> pd.DataFrame:
+def measured_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """Cells with results, labelled so that two configurations never share a label: where cells of
     one problem/architecture differ in a setting (an ablation), the label names it, e.g.
     ``helmholtz 50x3 (weighting=code-global)``."""
@@ -54,7 +54,7 @@ def _measured(cells: pd.DataFrame) -> pd.DataFrame:
 
 def headline_lines(cells: pd.DataFrame) -> list[str]:
     """M4/M1 per configuration and backend, beside the paper's (Helmholtz 50x3: 27x, Klein-Gordon 64x, cavity psi-p 7.9x)."""
-    m = _measured(cells)
+    m = measured_cells(cells)
     rows = []
     for (label, backend), group in m.groupby(["label", "backend"], sort=False):
         by = group.set_index("method")
@@ -71,7 +71,7 @@ def headline_lines(cells: pd.DataFrame) -> list[str]:
 
 def factor_lines(cells: pd.DataFrame, factor: float = FACTOR) -> list[str]:
     """How many measured cells lie within ``factor`` of the paper's value, and the ones that do not."""
-    m = _measured(cells)
+    m = measured_cells(cells)
     m = m[np.isfinite(m["paper"])]
     if m.empty:
         return ["No measured cell has a value in the paper yet.\n"]
@@ -107,7 +107,7 @@ def backend_lines(cells: pd.DataFrame, runs: pd.DataFrame | None = None) -> list
     """Cells measured in more than one backend, side by side: means, each over the first, and (given
     the runs) the largest per-seed difference, since both backends train a seed from the same
     weights and batches."""
-    m = _measured(cells)
+    m = measured_cells(cells)
     backends = list(dict.fromkeys(m["backend"]))
     if len(backends) < 2:
         return [f"Only {', '.join(backends) or 'no backend'} has results so far.\n"]
@@ -132,11 +132,8 @@ def _percent(value: float | None) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{100 * value:.2g}%"
 
 
-def cost_lines(runs: pd.DataFrame) -> list[str]:
-    """The campaign's wall-clock span, summed training time, machines and devices, from the run records."""
-    done = runs[runs["status"].isin(("complete", "diverged"))]
-    if done.empty or "started" not in done:
-        return ["No run has finished yet.\n"]
+def _run_times(done: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Each finished run's first start, its end, and its share of its job's training seconds."""
     # a run that went on from a checkpoint started with its first process; its wall_seconds add
     # up every process, so its end is when it finished (records older than `finished`: start + wall)
     start = pd.to_datetime(done.get("first_started", done["started"]).fillna(done["started"]), utc=True,
@@ -147,16 +144,38 @@ def cost_lines(runs: pd.DataFrame) -> list[str]:
         end = pd.to_datetime(done["finished"], utc=True, errors="coerce").fillna(end)
     # a vectorised job's seeds share one training time: count each job's once
     job = done.get("vectorised_seeds", pd.Series(1, index=done.index)).fillna(1).astype(float)
-    train = float((pd.to_numeric(done["train_seconds"], errors="coerce") / job).sum())
+    return start, end, pd.to_numeric(done["train_seconds"], errors="coerce") / job
+
+
+def _span(start: pd.Series, end: pd.Series) -> str:
+    hours = (end.max() - start.min()).total_seconds() / 3600
+    return f"between {start.min():%Y-%m-%d %H:%M} and {end.max():%Y-%m-%d %H:%M} UTC ({hours:.1f} h of wall clock"
+
+
+def cost_lines(runs: pd.DataFrame) -> list[str]:
+    """The campaign's wall-clock span, summed training time, machines and devices, from the run records.
+
+    Where runs ran on more than one device (a GPU machine lent for part of a campaign), one line per
+    device follows: its runs, their span and their training hours.
+    """
+    done = runs[runs["status"].isin(("complete", "diverged"))]
+    if done.empty or "started" not in done:
+        return ["No run has finished yet.\n"]
+    start, end, train = _run_times(done)
     hosts = ", ".join(sorted({str(h) for h in done.get("hostname", pd.Series(dtype=object)).dropna()})) or "unknown"
-    devices = ", ".join(sorted({str(d) for d in done.get("device_name", pd.Series(dtype=object)).dropna()}))
+    device = done.get("device_name", pd.Series(None, index=done.index, dtype=object))
+    devices = sorted({str(d) for d in device.dropna()})
     commits = sorted({str(c) for c in done.get("git_commit", pd.Series(dtype=object)).dropna()})
-    span = (end.max() - start.min()).total_seconds()
-    return [f"- {len(done)} runs finished between {start.min():%Y-%m-%d %H:%M} and {end.max():%Y-%m-%d %H:%M} UTC "
-            f"({span / 3600:.1f} h of wall clock, interruptions included); {train / 3600:.1f} h of training steps "
-            f"(each vectorised job counted once).\n",
-            f"- Machines: {hosts}; devices: {devices or 'unknown'}.\n",
-            f"- gradpath commits: {', '.join(commits) if commits else 'unknown'}.\n"]
+    lines = [f"- {len(done)} runs finished {_span(start, end)}, interruptions included); "
+             f"{train.sum() / 3600:.1f} h of training steps (each vectorised job counted once).\n",
+             f"- Machines: {hosts}; devices: {', '.join(devices) or 'unknown'}.\n"]
+    if len(devices) > 1:
+        for name in devices:
+            on = device.astype(str) == name
+            count = int(on.sum())
+            lines.append(f"  - {name}: {count} run{'s' if count != 1 else ''} {_span(start[on], end[on])}); "
+                         f"{train[on].sum() / 3600:.1f} h of training steps.\n")
+    return lines + [f"- gradpath commits: {', '.join(commits) if commits else 'unknown'}.\n"]
 
 
 def comparison_section(cells: pd.DataFrame, runs: pd.DataFrame) -> str:

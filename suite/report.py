@@ -18,6 +18,7 @@ import pandas as pd
 
 from backends.settings import TrainSettings
 from suite.ablation import ablation_section
+from suite.escape import escape_section
 from suite.campaign import Campaign, RunSpec
 from suite.manifest import _git
 from suite.paper_comparison import comparison_section
@@ -76,8 +77,10 @@ def _figure_lines(figures: Sequence[Figure], skipped: Sequence[Skipped]) -> list
 
 
 def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequence[Figure], store: Store,
-                skipped: Sequence[Skipped] = (), findings: str | None = None) -> str:
-    """The text of REPORT.md; ``findings`` (markdown, hand-written) goes in as its own section."""
+                skipped: Sequence[Skipped] = (), findings: str | None = None,
+                history: pd.DataFrame | None = None) -> str:
+    """The text of REPORT.md; ``findings`` (markdown, hand-written) goes in as its own section, and
+    ``history`` (the long history of the runs) gives the escape steps of :mod:`suite.escape`."""
     commit = _git("rev-parse", "--short", "HEAD")
     devices = sorted({str(d) for d in runs.get("device_name", pd.Series(dtype=object)).dropna()})
     parts = [f"# {campaign.name}: results beside the paper's\n\n",
@@ -101,6 +104,8 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
     if tables:
         cells = cell_stats(runs)
         parts += [comparison_section(cells, runs), ablation_section(cells)]
+        if history is not None:
+            parts += [escape_section(runs, history)]
     parts += ["## Tables\n\n"] + [table_markdown(t) + "\n" for t in tables]
     if not tables:
         parts += ["No run has finished yet.\n\n"]
@@ -123,5 +128,5 @@ def build_report(campaign: Campaign, specs: Sequence[RunSpec], store: Store, out
     figures, skipped = build_figures(runs, history, out / FIGURES_DIR, store.root, FIGURES)
     findings = out / FINDINGS
     text = findings.read_text() if findings.is_file() else None
-    (out / "REPORT.md").write_text(report_text(campaign, runs, tables, figures, store, skipped, text))
+    (out / "REPORT.md").write_text(report_text(campaign, runs, tables, figures, store, skipped, text, history))
     return [*written, *(path for fig in figures for path in fig.files), out / "REPORT.md"]

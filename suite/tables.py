@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -130,18 +131,21 @@ def _paper_value(paper: pd.DataFrame, cell: pd.Series, metric: str | None) -> fl
     return math.nan
 
 
+def cell_groups(runs: pd.DataFrame) -> Iterator[tuple[dict[str, object], pd.DataFrame]]:
+    """Each cell's configuration (every config column but the seed; columns a problem leaves empty
+    are left out) and its runs, problem by problem in the order the runs come."""
+    for _, frame in runs.groupby("problem", sort=False):
+        frame = frame.drop(columns=[c for c in config_columns(frame) if frame[c].isna().all()])
+        keys = [c for c in config_columns(frame) if c != "seed"]
+        for values, group in frame.groupby(keys, dropna=False, sort=False):
+            yield dict(zip(keys, values)), group
+
+
 def cell_stats(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell (configuration without the seed): the statistics above, the paper's value and ratios."""
     paper = paper_results() if paper is None else paper
-    cells = []
-    for problem, frame in runs.groupby("problem", sort=False):
-        frame = frame.drop(columns=[c for c in config_columns(frame) if frame[c].isna().all()])
-        keys = [c for c in config_columns(frame) if c != "seed"]
-        primary = problem_class(problem).primary_metric
-        for values, group in frame.groupby(keys, dropna=False, sort=False):
-            cell = {**dict(zip(keys, values)), "metric": primary, **_stats(group)}
-            cells.append(cell)
-    out = pd.DataFrame(cells)
+    out = pd.DataFrame([{**cell, "metric": problem_class(cell["problem"]).primary_metric, **_stats(group)}
+                        for cell, group in cell_groups(runs)])
     if out.empty:
         return out
     out["paper"] = [_paper_value(paper, c, PAPER_METRIC.get(c["metric"])) for _, c in out.iterrows()]

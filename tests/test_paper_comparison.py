@@ -85,3 +85,21 @@ def test_cells_that_differ_in_a_setting_get_labels_of_their_own():
     text = "".join(headline_lines(pd.concat([cells, variant], ignore_index=True)))
     assert "| helmholtz 50x3 (anneal_alpha=default) | jax | 2.00e-01 | 4.00e-03 | 50.0x |" in text
     assert "(anneal_alpha=0.9)" not in text  # no M1 in that configuration: no factor, and never averaged in
+
+
+def test_cost_gives_each_device_its_own_line_when_runs_ran_on_two():
+    runs = pd.DataFrame({"status": ["complete"] * 3,
+                         "started": ["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00",
+                                     "2026-01-01T10:00:00+00:00"],
+                         "wall_seconds": [7200.0, 7200.0, 600.0], "train_seconds": [7000.0, 7000.0, 540.0],
+                         "vectorised_seeds": [2, 2, 1], "device_name": ["AMD EPYC", "AMD EPYC", "NVIDIA H200"]})
+    text = "".join(cost_lines(runs))
+    assert "3 runs finished between 2026-01-01 00:00 and 2026-01-01 10:10 UTC (10.2 h of wall clock" in text
+    assert "  - AMD EPYC: 2 runs between 2026-01-01 00:00 and 2026-01-01 02:00 UTC (2.0 h of wall clock); 1.9 h" in text
+    assert "  - NVIDIA H200: 1 run between 2026-01-01 10:00 and 2026-01-01 10:10 UTC (0.2 h of wall clock); 0.1 h" in text
+
+
+def test_cost_has_no_device_lines_for_one_device():
+    runs = pd.DataFrame({"status": ["complete"], "started": ["2026-01-01T00:00:00+00:00"], "wall_seconds": [60.0],
+                         "train_seconds": [50.0], "device_name": ["AMD EPYC"]})
+    assert "  - AMD EPYC" not in "".join(cost_lines(runs))
