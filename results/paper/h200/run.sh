@@ -2,9 +2,10 @@
 # Part of the paper campaign on a lent GPU machine (see README.md beside this file).
 #
 # Run from the repository root, with $OUT a folder for what comes back:
-#   bash results/paper/h200/run.sh [SECONDS]
-# Trains campaign.toml (runs of `gradpath campaign paper`, same run keys) and check.toml (runs the
-# CPU store already holds, again on the GPU) side by side until SECONDS (default 470) have passed,
+#   bash results/paper/h200/run.sh [SECONDS [CAMPAIGN [CHECK]]]
+# Trains CAMPAIGN (default campaign.toml here: runs of `gradpath campaign paper`, same run keys)
+# and CHECK (default check.toml: runs the CPU store already holds, again on the GPU; "none" for
+# none) side by side until SECONDS (default 470) have passed,
 # then stops both and packs every run that finished (complete or diverged; never a run cut off
 # part-way) into $OUT/runs.tgz.part-* (split: one file that comes back holds at most 16 MiB).
 # Needs: python3 with jax (CUDA), numpy, scipy, pandas, pyarrow, tqdm, matplotlib, seaborn;
@@ -13,6 +14,8 @@
 set -u
 here=results/paper/h200
 deadline=${1:-470}
+campaign=${2:-$here/campaign.toml}
+check_file=${3:-$here/check.toml}
 started=$(date +%s)
 out=${OUT:?set OUT to the folder for results}
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -31,11 +34,14 @@ cat "$out/machine.txt"
 (nvidia-smi dmon -s u -d 10 > "$out/dmon.txt" 2>&1 &)
 
 # each campaign in its own process group, so that stopping it stops its workers too
-setsid python3 -m suite campaign "$here/campaign.toml" --store /tmp/store --jobs "${JOBS:-6}" --lanes 10 \
+setsid python3 -m suite campaign "$campaign" --store /tmp/store --jobs "${JOBS:-6}" --lanes 10 \
     > "$out/campaign.log" 2>&1 &
 main=$!
-setsid python3 -m suite campaign "$here/check.toml" --store /tmp/check --jobs 1 --lanes 10 > "$out/check.log" 2>&1 &
-check=$!
+check=$main
+if [[ $check_file != none ]]; then
+    setsid python3 -m suite campaign "$check_file" --store /tmp/check --jobs 1 --lanes 10 > "$out/check.log" 2>&1 &
+    check=$!
+fi
 while (( $(date +%s) - started < deadline )) && { kill -0 $main 2>/dev/null || kill -0 $check 2>/dev/null; }; do
     sleep 5
 done
