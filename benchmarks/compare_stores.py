@@ -6,10 +6,13 @@
 A run's key is the hash of its configuration, and ``device = "auto"`` is part of that
 configuration, so a campaign run on a GPU machine writes records with the same keys as the same
 campaign on a CPU machine. Before such records join one store (and one report), this says whether
-the two machines give the same errors: per run (same seed, same initial weights, so the two
-differ only by float32 rounding that 40,000 Adam steps amplify), per cell (mean, and Welch's
-t-test over the seeds), and the median ms per step of each. Only keys that both stores hold as
-complete are compared.
+the two machines give the same results:
+- runs that are done in both stores but ended differently (complete in one, diverged in the other);
+- per run, the errors (same seed, same initial weights and batches, so the two differ only in how
+  the machines round, which 40,000 Adam steps can amplify, and in anything else that differs
+  between them: framework versions, seeds vectorised per job);
+- per cell, both means, their ratio and a paired test over the seeds (one-sample t-test of
+  log(error_b / error_a) against 0), and the median ms per step of each.
 """
 
 from __future__ import annotations
@@ -22,61 +25,76 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from suite.paper_comparison import configuration_label
+from suite.paper_comparison import measured_cells
 from suite.store import Store, runs_table
+from suite.tables import cell_groups, config_columns
 
-CELL = ["problem", "width", "depth", "method", "backend"]
+DONE = ("complete", "diverged")
 
 
-def paired_runs(store_a: str | Path, store_b: str | Path) -> pd.DataFrame:
-    """One row per key both stores hold as complete: the cell's columns, ``error_a``/``error_b``, ``ms_a``/``ms_b``."""
-    frames = []
-    for root, tag in ((store_a, "a"), (store_b, "b")):
-        runs = runs_table(Store(root, create=False))
-        if runs.empty:
-            raise SystemExit(f"no run records in {root}")
-        runs = runs[runs["status"] == "complete"].assign(device_name=runs.get("device_name", "unknown"))
-        keep = {"error": f"error_{tag}", "ms_per_step": f"ms_{tag}", "device_name": f"device_{tag}"}
-        cell = [c for c in (*CELL, "param_form", "seed") if c in runs]  # param_form: the cavity's
-        frames.append(runs[["key", *cell, *keep]].rename(columns=keep))
-    paired = frames[0].merge(frames[1][["key", "error_b", "ms_b", "device_b"]], on="key")
-    if paired.empty:
-        raise SystemExit(f"{store_a} and {store_b} hold no complete run with the same key")
-    return paired.sort_values([*CELL, "seed"]).reset_index(drop=True)
+def _done_runs(root: str | Path) -> pd.DataFrame:
+    runs = runs_table(Store(root, create=False))
+    if runs.empty:
+        raise SystemExit(f"no run records in {root}")
+    runs = runs[runs["status"].isin(DONE)]
+    device = runs["device_name"] if "device_name" in runs else pd.Series(None, index=runs.index, dtype=object)
+    return runs.assign(device_name=device.fillna("unknown"))
+
+
+def paired_runs(store_a: str | Path, store_b: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The keys both stores hold as done: (complete in both, with ``error_a``/``error_b``, ``ms_a``/``ms_b``,
+    ``device_a``/``device_b`` and every config column; done in both but ended differently, with ``status_a``/``status_b``)."""
+    a, b = _done_runs(store_a), _done_runs(store_b)
+    ours = {"error": "error", "ms_per_step": "ms", "device_name": "device", "status": "status"}
+    both = a[["key", *config_columns(a), *ours]].rename(columns={k: f"{v}_a" for k, v in ours.items()}).merge(
+        b[["key", *ours]].rename(columns={k: f"{v}_b" for k, v in ours.items()}), on="key")
+    if both.empty:
+        raise SystemExit(f"{store_a} and {store_b} hold no done run with the same key")
+    differ = both[both["status_a"] != both["status_b"]]
+    paired = both[(both["status_a"] == "complete") & (both["status_b"] == "complete")]
+    return paired.reset_index(drop=True), differ.reset_index(drop=True)
 
 
 def cell_comparison(paired: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: seeds compared, both means, their ratio (b over a), Welch's p, and the spread of the per-seed ratios."""
+    """Per cell (every config column but the seed): seeds, both means, their ratio (b over a), the paired
+    p-value, the spread of the per-seed ratios and the median ms per step; labelled as in REPORT.md."""
     rows = []
-    for _, group in paired.groupby(CELL, sort=False):
+    for cell, group in cell_groups(paired):
         a, b = group["error_a"].to_numpy(float), group["error_b"].to_numpy(float)
-        p = float(stats.ttest_ind(b, a, equal_var=False).pvalue) if len(a) > 1 else math.nan
-        per_seed = b / a
-        rows.append({"configuration": configuration_label(group.iloc[0]), "method": group["method"].iloc[0],
-                     "backend": group["backend"].iloc[0], "n": len(a), "mean_a": a.mean(), "mean_b": b.mean(),
-                     "ratio": b.mean() / a.mean(), "welch_p": p, "seed_ratio_min": per_seed.min(),
-                     "seed_ratio_max": per_seed.max(), "ms_a": float(np.median(group["ms_a"])),
-                     "ms_b": float(np.median(group["ms_b"]))})
-    return pd.DataFrame(rows)
+        log_ratio = np.log(b / a)
+        same = bool(np.all(log_ratio == 0))
+        p = 1.0 if same else float(stats.ttest_1samp(log_ratio, 0.0).pvalue) if len(a) > 1 else math.nan
+        rows.append({**cell, "n": len(a), "mean_a": a.mean(), "mean_b": b.mean(), "ratio": b.mean() / a.mean(),
+                     "paired_p": p, "seed_ratio_min": float(np.exp(log_ratio.min())),
+                     "seed_ratio_max": float(np.exp(log_ratio.max())),
+                     "ms_a": float(np.median(group["ms_a"])), "ms_b": float(np.median(group["ms_b"]))})
+    return measured_cells(pd.DataFrame(rows)) if rows else pd.DataFrame()
 
 
-def report(paired: pd.DataFrame, cells: pd.DataFrame, label_a: str, label_b: str) -> str:
-    """Markdown: the cell table, then every run."""
+def report(paired: pd.DataFrame, differ: pd.DataFrame, cells: pd.DataFrame, label_a: str, label_b: str) -> str:
+    """Markdown: runs that ended differently, the cell table, then every paired run."""
     devices = {label_a: sorted(set(paired["device_a"].astype(str))), label_b: sorted(set(paired["device_b"].astype(str)))}
     lines = [f"# The same runs on two machines: {label_a} and {label_b}", "",
-             "Devices: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in devices.items()) + ".", "",
-             f"| configuration | method | backend | seeds | mean {label_a} | mean {label_b} | {label_b}/{label_a} "
-             f"| Welch p | per-seed ratio, min-max | ms/step {label_a} | ms/step {label_b} |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Devices: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in devices.items()) + ".", ""]
+    if len(differ):
+        lines += [f"**{len(differ)} run{'s' if len(differ) != 1 else ''} ended differently:** "
+                  + "; ".join(f"{r.key} ({label_a}: {r.status_a}, {label_b}: {r.status_b})"
+                              for r in differ.itertuples(index=False)) + ".", ""]
+    lines += [f"| configuration | method | backend | seeds | mean {label_a} | mean {label_b} | {label_b}/{label_a} "
+              f"| paired p | per-seed ratio, min-max | ms/step {label_a} | ms/step {label_b} |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells.itertuples(index=False):
-        lines.append(f"| {c.configuration} | {c.method} | {c.backend} | {c.n} | {c.mean_a:.3e} | {c.mean_b:.3e} | "
-                     f"{c.ratio:.3f} | {c.welch_p:.2f} | {c.seed_ratio_min:.2f}-{c.seed_ratio_max:.2f} | "
+        lines.append(f"| {c.label} | {c.method} | {c.backend} | {c.n} | {c.mean_a:.3e} | {c.mean_b:.3e} | "
+                     f"{c.ratio:.3f} | {c.paired_p:.2g} | {c.seed_ratio_min:.2f}-{c.seed_ratio_max:.2f} | "
                      f"{c.ms_a:.2f} | {c.ms_b:.2f} |")
-    lines += ["", "Step times are each run's median ms per vectorised step as its summary records it; runs that "
-              "shared their machine with other jobs are slower than alone.", "",
-              f"| run | error {label_a} | error {label_b} |", "|---|---|---|"]
-    for r in paired.itertuples(index=False):
-        lines.append(f"| {r.method} {r.width}x{r.depth} {r.backend} seed {r.seed} | {r.error_a:.4e} | {r.error_b:.4e} |")
+    lines += ["", "Paired p: one-sample t-test of log(error ratio) over the seeds against 0. Step times are each "
+              "run's median ms per vectorised step as its summary records it; runs that shared their machine "
+              "with other jobs are slower than alone.", "",
+              f"| run | seed | error {label_a} | error {label_b} |", "|---|---|---|---|"]
+    labels = dict(zip(cells.index, cells["label"]))
+    for index, (_, group) in enumerate(cell_groups(paired)):
+        for r in group.sort_values("seed").itertuples(index=False):
+            lines.append(f"| {labels[index]} {r.method} {r.backend} | {r.seed} | {r.error_a:.4e} | {r.error_b:.4e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -88,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label-b", default="b")
     parser.add_argument("--out", type=Path, help="write the markdown here as well as printing it")
     args = parser.parse_args(argv)
-    paired = paired_runs(args.store_a, args.store_b)
-    text = report(paired, cell_comparison(paired), args.label_a, args.label_b)
+    paired, differ = paired_runs(args.store_a, args.store_b)
+    text = report(paired, differ, cell_comparison(paired), args.label_a, args.label_b)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -163,15 +163,15 @@ def cost_lines(runs: pd.DataFrame) -> list[str]:
         return ["No run has finished yet.\n"]
     start, end, train = _run_times(done)
     hosts = ", ".join(sorted({str(h) for h in done.get("hostname", pd.Series(dtype=object)).dropna()})) or "unknown"
-    device = done.get("device_name", pd.Series(None, index=done.index, dtype=object))
-    devices = sorted({str(d) for d in device.dropna()})
+    device = done.get("device_name", pd.Series(None, index=done.index, dtype=object)).fillna("unknown").astype(str)
+    devices = sorted(set(device) - {"unknown"})
     commits = sorted({str(c) for c in done.get("git_commit", pd.Series(dtype=object)).dropna()})
     lines = [f"- {len(done)} runs finished {_span(start, end)}, interruptions included); "
              f"{train.sum() / 3600:.1f} h of training steps (each vectorised job counted once).\n",
              f"- Machines: {hosts}; devices: {', '.join(devices) or 'unknown'}.\n"]
-    if len(devices) > 1:
-        for name in devices:
-            on = device.astype(str) == name
+    if len(set(device)) > 1:  # "unknown" (records without a device name) gets its own line too
+        for name in sorted(set(device)):
+            on = device == name
             count = int(on.sum())
             lines.append(f"  - {name}: {count} run{'s' if count != 1 else ''} {_span(start[on], end[on])}); "
                          f"{train[on].sum() / 3600:.1f} h of training steps.\n")

@@ -18,8 +18,8 @@ import pandas as pd
 
 from backends.settings import TrainSettings
 from suite.ablation import ablation_section
-from suite.escape import escape_section
 from suite.campaign import Campaign, RunSpec
+from suite.escape import escape_section
 from suite.manifest import _git
 from suite.paper_comparison import comparison_section
 from suite.plots import FIGURES, Figure, Skipped, build_figures

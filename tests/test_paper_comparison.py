@@ -103,3 +103,11 @@ def test_cost_has_no_device_lines_for_one_device():
     runs = pd.DataFrame({"status": ["complete"], "started": ["2026-01-01T00:00:00+00:00"], "wall_seconds": [60.0],
                          "train_seconds": [50.0], "device_name": ["AMD EPYC"]})
     assert "  - AMD EPYC" not in "".join(cost_lines(runs))
+
+
+def test_cost_counts_runs_without_a_device_name_on_a_line_of_their_own():
+    runs = pd.DataFrame({"status": ["complete"] * 2, "started": ["2026-01-01T00:00:00+00:00"] * 2,
+                         "wall_seconds": [60.0, 60.0], "train_seconds": [50.0, 50.0],
+                         "device_name": ["AMD EPYC", None]})
+    text = "".join(cost_lines(runs))
+    assert "devices: AMD EPYC." in text and "  - unknown: 1 run between" in text
