@@ -47,7 +47,8 @@ def escape_steps(runs: pd.DataFrame, history: pd.DataFrame, threshold: float = T
 
 def escape_cells(runs: pd.DataFrame, history: pd.DataFrame, threshold: float = THRESHOLD,
                  late: int = LATE) -> pd.DataFrame:
-    """Per cell of complete runs with an escape step: median and latest step (with its seed), later than ``late``, never.
+    """Per cell, over its complete runs with an escape step: their number, median and latest step (with its
+    seed and error), how many are later than ``late`` and how many never, and their median error.
 
     Cells none of whose runs has an escape step (nothing logged, or no trivial phase) are left out.
     """
@@ -63,7 +64,8 @@ def escape_cells(runs: pd.DataFrame, history: pd.DataFrame, threshold: float = T
         rows.append({**cell, "n": int(steps.notna().sum()), "median_step": escaped.median(),
                      "latest_step": steps[latest], "latest_seed": group.at[latest, "seed"],
                      "latest_error": group.at[latest, "error"], "late": int((steps > late).sum()),
-                     "never": int(np.isinf(steps).sum()), "median_error": group["error"].median()})
+                     "never": int(np.isinf(steps).sum()),
+                     "median_error": group.loc[steps.notna(), "error"].median()})
     return pd.DataFrame(rows)
 
 
@@ -78,11 +80,13 @@ def escape_section(runs: pd.DataFrame, history: pd.DataFrame) -> str:
     cells = escape_cells(runs, history)
     if cells.empty:
         return ""
-    cells = measured_cells(cells).sort_values(["label", "backend", "method"], kind="stable")
+    order = [c for c in ("problem", "param_form", "width", "depth") if c in cells] + ["label", "backend", "method"]
+    cells = measured_cells(cells).sort_values(order, kind="stable")
     lines = ["## Leaving the trivial solution\n\n",
              f"The first logged step at which a run's error falls below {THRESHOLD:g}, for runs that start "
-             "above it (near u = 0, error about 1; runs whose error starts below it, such as the cavity's, "
-             "have no trivial phase and are not here). A step is that of the logged history (every "
+             "above it (near u = 0, error about 1). Runs already below it at their first logged step (most "
+             "cavity runs) have no trivial phase to leave and are not counted in \"runs\". A step is that of "
+             "the logged history (every "
              "`log_every` steps, 100 by default), so it is at most that late. "
              f"\"After {LATE:,}\": runs still above {THRESHOLD:g} half-way through the paper's 40,000 steps, "
              f"\"never\" included (runs that did not go below {THRESHOLD:g} at all). A late seed ends with a "

@@ -71,3 +71,9 @@ def test_cells_apart_variants_labelled_and_the_cavity_left_out():
     text = escape_section(runs, history)
     assert "helmholtz 50x3 (weighting=code-global) | jax | M2 | 1 | 40,000 |" in text
     assert "cavity" not in text.split("\n\n", 2)[2]  # only in the explanation, not in the table
+
+
+def test_a_cell_counts_only_its_runs_with_a_trivial_phase():
+    runs, history = _runs_and_history({0: [0.9, 0.1], 1: [0.3, 0.2]})
+    cell = escape_cells(runs, history).iloc[0]
+    assert cell["n"] == 1 and cell["median_error"] == 0.1  # seed 1 started below 0.5: neither counted nor averaged
