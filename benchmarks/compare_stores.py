@@ -26,10 +26,8 @@ import pandas as pd
 from scipy import stats
 
 from suite.paper_comparison import measured_cells
-from suite.store import Store, runs_table
+from suite.store import DONE, Store, runs_table
 from suite.tables import cell_groups, config_columns
-
-DONE = ("complete", "diverged")
 
 
 def _done_runs(root: str | Path) -> pd.DataFrame:

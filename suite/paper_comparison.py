@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from suite.store import DONE
 from suite.tables import config_columns
 
 # within this factor of the paper's value a cell counts as reproduced (issue 8)
@@ -158,7 +159,7 @@ def cost_lines(runs: pd.DataFrame) -> list[str]:
     Where runs ran on more than one device (a GPU machine lent for part of a campaign), one line per
     device follows: its runs, their span and their training hours.
     """
-    done = runs[runs["status"].isin(("complete", "diverged"))]
+    done = runs[runs["status"].isin(DONE)]
     if done.empty or "started" not in done:
         return ["No run has finished yet.\n"]
     start, end, train = _run_times(done)

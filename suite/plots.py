@@ -45,9 +45,9 @@ from problems import get_problem, problem_class
 from problems.core import Problem
 from problems.errors import UsageError
 from suite.record import CONFIG, PARAMS
+from suite.store import DONE
 from suite.tables import METHOD_ORDER, SETTING_COLUMNS, cell_stats
 
-DONE = ("complete", "diverged")
 METRIC_LABELS = {"rel_l2": "relative L2 error", "rel_spectral": "relative spectral-norm error"}
 SHORT_METRIC = {"rel_l2": "rel. L2", "rel_spectral": "rel. spectral"}
 DASHES = ("", (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25))  # line styles of the loss terms (seaborn's first four)

@@ -23,7 +23,7 @@ from suite.escape import escape_section
 from suite.manifest import _git
 from suite.paper_comparison import comparison_section
 from suite.plots import FIGURES, Figure, Skipped, build_figures
-from suite.store import Store, gather, write_tables
+from suite.store import DONE, Store, gather, write_tables
 from suite.tables import PAPER_STEPS, build_tables, cell_stats, table_markdown
 from suite.tables import write_tables as write_table_files
 
@@ -51,7 +51,7 @@ def _differences(runs: pd.DataFrame) -> list[str]:
 def _status_lines(runs: pd.DataFrame) -> list[str]:
     counts = runs["status"].value_counts()
     lines = [f"- {len(runs)} runs planned: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
-    bad = runs[~runs["status"].isin(("complete", "diverged"))]
+    bad = runs[~runs["status"].isin(DONE)]
     for _, row in bad.head(20).iterrows():
         why = row.get("failure") if isinstance(row.get("failure"), str) else row.get("reason")
         lines.append(f"  - `{row['name']}`: {row['status']}" + (f" ({why})" if isinstance(why, str) and why else ""))
