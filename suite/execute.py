@@ -33,7 +33,7 @@ from backends.checkpoint import Checkpoint, CheckpointMismatch
 from problems import get_problem
 from suite.campaign import RunSpec
 from suite.manifest import manifest
-from suite.record import HISTORY, SUMMARY, RunRecord, load_checkpoint, save_checkpoint, save_gradients, write_json
+from suite.record import DONE, HISTORY, SUMMARY, RunRecord, load_checkpoint, save_checkpoint, save_gradients, write_json
 from suite.store import Store
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class CampaignProgress:
         if outcome["message"] and outcome["status"] != "complete":
             text += f": {outcome['message']}"
         if self.tty and not self.quiet:
-            if outcome["status"] not in ("complete", "diverged"):
+            if outcome["status"] not in DONE:
                 self.bar.write(text, file=sys.stderr)
         elif not self.quiet:
             print(text, flush=True)

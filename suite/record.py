@@ -38,6 +38,7 @@ from problems.errors import UsageError
 
 CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS = "config.json", "manifest.json", "history.csv", "summary.json", "params.npz"
 GRADIENTS, CHECKPOINT = "gradients.npz", "checkpoint.npz"
+DONE = ("complete", "diverged")  # the statuses of a finished run: nothing goes on from it
 
 
 def _finite(obj: Any) -> Any:
@@ -165,7 +166,7 @@ class RunRecord:
             _replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.path / SUMMARY, {**summary, "finished": finished, "status": status})
-        if status in ("complete", "diverged"):  # done: nothing will go on from the checkpoint
+        if status in DONE:
             (self.path / CHECKPOINT).unlink(missing_ok=True)
 
 

@@ -32,14 +32,13 @@ import pandas as pd
 from backends.settings import TrainSettings
 from problems.errors import UsageError
 from suite.campaign import RunSpec
-from suite.record import CONFIG, HISTORY, MANIFEST, PARAMS, SUMMARY, _finite
+from suite.record import CONFIG, DONE, HISTORY, MANIFEST, PARAMS, SUMMARY, _finite
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no cross-process locks
     fcntl = None  # type: ignore[assignment]
 
-DONE = ("complete", "diverged")
 DEFAULT_STORE = "results/store"
 # summary fields renamed in the runs table where they would clash with a setting of the same name
 RENAMED = {"steps": "steps_done", "device": "device_used"}

@@ -29,6 +29,7 @@ from scipy import stats
 
 from backends.settings import TrainSettings
 from problems import problem_class
+from suite.record import DONE
 
 PAPER_STEPS = 40001
 PAPER_METRIC = {"rel_l2": "rel_l2_u", "rel_spectral": "rel_l2_speed_spectral"}  # ours -> the paper csv's
@@ -113,7 +114,7 @@ def _stats(group: pd.DataFrame) -> dict[str, object]:
     ms_median = float(ms.median()) if len(ms.dropna()) else math.nan
     return {"n": n, "runs": len(group), "diverged": int((status == "diverged").sum() + ((status == "complete") & ~ok).sum()),
             "failed": int(status.isin(DONE_BAD).sum()),
-            "incomplete": int((~status.isin(("complete", "diverged", *DONE_BAD))).sum()),
+            "incomplete": int((~status.isin((*DONE, *DONE_BAD))).sum()),
             "mean": mean, "std": std, "median": float(np.median(values)) if n else math.nan,
             "ci95_low": mean - half, "ci95_high": mean + half, "ms_per_step": ms_median,
             "seconds_40k": ms_median * PAPER_STEPS / 1e3}
