@@ -66,18 +66,19 @@ def paper() -> dict[str, Any]:
     The order serves a campaign stopped part-way: the three M4/M1 factors the paper leads with
     (Helmholtz 50 x 3, Klein-Gordon, cavity psi-p; the cavity's M1 and M4 before its M2 and M3),
     with Helmholtz in both backends; then Klein-Gordon in PyTorch; then the rest of Table 2 in JAX
-    (32 cells of the paper, on average about two thirds of a cavity cell's cost each; the cavity
-    in PyTorch adds no cell of the paper's); then the cavity in PyTorch, the u-v-p cavity, and
-    Table 2 in PyTorch. Runs listed twice (the 50 x 3 row is also
-    part of Table 2) are one run.
+    (32 cells of the paper, on average about two thirds of a psi-p cavity cell's cost each); then
+    the u-v-p cavity in JAX (4 cells of the paper at about a quarter of a psi-p cell's cost: no
+    third derivatives); then the cavity in PyTorch, which adds no cell of the paper's (psi-p, then
+    u-v-p); then Table 2 in PyTorch. Runs listed twice (the 50 x 3 row is also part of Table 2)
+    are one run.
     """
     headline = {"problem": ["helmholtz"], "width": [50], "depth": [3], "method": list(METHODS), "seed": SEEDS}
     klein_gordon = table3()["grid"]
     psi_p, u_v_p = (dict(cavity()["grid"], form=[form]) for form in CAVITY_FORMS)
     grids = [dict(headline, backend=["jax"]), dict(headline, backend=["torch"]), dict(klein_gordon, backend=["jax"]),
              dict(psi_p, backend=["jax"], method=["M1", "M4"]), dict(psi_p, backend=["jax"], method=["M2", "M3"]),
-             dict(klein_gordon, backend=["torch"]), table2()["grid"], dict(psi_p, backend=["torch"]),
-             dict(u_v_p, backend=["jax"]), dict(u_v_p, backend=["torch"]),
+             dict(klein_gordon, backend=["torch"]), table2()["grid"], dict(u_v_p, backend=["jax"]),
+             dict(psi_p, backend=["torch"]), dict(u_v_p, backend=["torch"]),
              dict(table2()["grid"], backend=["torch"], seed=SEEDS[:3])]
     return {"name": "paper", "description": "every result of the paper that gradpath can run, in both backends",
             "grid": grids}
