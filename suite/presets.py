@@ -95,7 +95,8 @@ def ablations() -> dict[str, Any]:
     alone (``weighting="code-global"``: one mean over all parameters instead of the mean of
     per-layer means over the weights), TF1's Adam epsilon, the gate form (M4) and the paper's
     "4 hidden layers" wording. Then the one change that moved both M2 and M4 at 50 x 3
-    (``code-global``) on M2 at 30 x 3 and on the 50 x 7 row, and Table 2's 50 x 5 M2.
+    (``code-global``) on M2 at 30 x 3 and on the 50 x 7 row, Table 2's 50 x 5 M2, and code-global on
+    the 100 x 7 row.
     """
     helmholtz = {"problem": ["helmholtz"], "width": [50], "depth": [3], "seed": SEEDS, "backend": ["jax"]}
     # "paper" changes four things at once; anneal_alpha and code-global take them apart (spec 3.2)
@@ -116,6 +117,10 @@ def ablations() -> dict[str, Any]:
     deeper = dict(helmholtz, method=["M4", "M2"], depth=[7])
     grids += [deeper, dict(deeper, weighting=["code-global"])]
     grids += [dict(helmholtz, method=["M2"], depth=[5])]  # a paper preset run: does M2 miss at 50 x 5 too?
+    # code-global brought M4 to 1.17x and 1.02x on two 50-unit rows: does it on the widest, deepest row too?
+    # (costly on the CPU, about 3 job-hours; 10 seeds take about 4 minutes on a GPU, see results/paper/h200)
+    widest = dict(helmholtz, method=["M4", "M2"], width=[100], depth=[7])
+    grids += [widest, dict(widest, weighting=["code-global"])]
     return {"name": "ablations", "description": "where a cell misses the paper: one paper-vs-code difference at a time",
             "grid": grids}
 
