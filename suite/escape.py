@@ -89,7 +89,9 @@ def escape_section(runs: pd.DataFrame, history: pd.DataFrame) -> str:
              "the logged history (every "
              "`log_every` steps, 100 by default), so it is at most that late. "
              f"\"After {LATE:,}\": runs still above {THRESHOLD:g} half-way through the paper's 40,000 steps, "
-             f"\"never\" included (runs that did not go below {THRESHOLD:g} at all). A late seed ends with a "
+             f"\"never\" included (runs that did not go below {THRESHOLD:g} at all). The median step is over "
+             "the runs that did go below it; where a cell has \"never\" runs, the median of all its runs is at "
+             "least as late. A late seed ends with a "
              "large error, and one such seed can move a cell's mean far more than its median.\n\n",
              "| configuration | backend | method | runs | median step | latest step (seed: error) "
              f"| after {LATE:,} | never | median error |\n",

@@ -67,7 +67,7 @@ def paper() -> dict[str, Any]:
     (Helmholtz 50 x 3, Klein-Gordon, cavity psi-p; the cavity's M1 and M4 before its M2 and M3),
     with Helmholtz in both backends; then Klein-Gordon in PyTorch; then the rest of Table 2 in JAX
     (32 cells of the paper, on average about two thirds of a psi-p cavity cell's cost each); then
-    the u-v-p cavity in JAX (4 cells of the paper at about a quarter of a psi-p cell's cost: no
+    the u-v-p cavity in JAX (4 cells of the paper at a sixth to a half of a psi-p cell's cost: no
     third derivatives); then the cavity in PyTorch, which adds no cell of the paper's (psi-p, then
     u-v-p); then Table 2 in PyTorch. Runs listed twice (the 50 x 3 row is also part of Table 2)
     are one run.
