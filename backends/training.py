@@ -188,8 +188,9 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
     nan_metrics = {m: float("nan") for m in problem.metrics(ref, ref)}
     total, executed, seconds, chunk_ms, wall_before, resumed_at = 0, 0, 0.0, [], 0.0, []
     if resume is not None:  # go on where the checkpoints stopped; the seeds share the loop's counters
-        _check_history_fits(resume, [f"loss_{k}" for k in names] + [f"weight_{k}" for k in names] + list(nan_metrics)
-                            + list(blank if gradient_every > 0 else ()))
+        nan_terms = [float("nan")] * len(names)
+        _check_history_fits(resume, list(_history_row(0, 0.0, names, nan_terms, nan_terms, nan_metrics,
+                                                      blank if gradient_every > 0 else None)))
         c0 = resume[0]
         total, executed, seconds, chunk_ms, wall_before = c0.step, c0.executed, c0.seconds, list(c0.chunk_ms), c0.wall
         compile_seconds += c0.compile_seconds
@@ -229,14 +230,12 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
                 taken = int(np.argmax(bad)) + 1
                 diverged_at[i] = total + taken - 1
             done[i] = total + taken
-            row: dict[str, Any] = {"step": done[i], "seconds": seconds}
-            row.update({f"loss_{k}": float(v) for k, v in zip(names, losses[i, taken - 1])})
-            row.update({f"weight_{k}": float(v) for k, v in zip(names, weights[i, taken - 1])})
-            row.update(metrics[i] if diverged_at[i] is None else nan_metrics)
-            if gradient_every > 0:
-                row.update(stats[i][0] if stats is not None and diverged_at[i] is None else blank)
-                if stats is not None and diverged_at[i] is None:
-                    results[i].gradients.add(done[i], weights[i, steps - 1], stats[i][1])
+            fresh_stats = stats is not None and diverged_at[i] is None
+            row = _history_row(done[i], seconds, names, losses[i, taken - 1], weights[i, taken - 1],
+                               metrics[i] if diverged_at[i] is None else nan_metrics,
+                               (stats[i][0] if fresh_stats else blank) if gradient_every > 0 else None)
+            if fresh_stats:
+                results[i].gradients.add(done[i], weights[i, steps - 1], stats[i][1])
             results[i].history.append(row)
             if on_log is not None:
                 on_log(i, row)
@@ -298,16 +297,29 @@ def _restored(trainer: Trainer, fresh: Any, resume: Sequence[Checkpoint], settin
     return trainer.restore(snapshot)
 
 
+def _history_row(step: int, seconds: float, names: Sequence[str], losses: Sequence[float],
+                 weights: Sequence[float], metrics: dict[str, float],
+                 gradients: dict[str, float] | None) -> dict[str, Any]:
+    """One logged row of a run's history; its keys, in this order, are the history's columns."""
+    row: dict[str, Any] = {"step": step, "seconds": seconds}
+    row.update({f"loss_{k}": float(v) for k, v in zip(names, losses)})
+    row.update({f"weight_{k}": float(v) for k, v in zip(names, weights)})
+    row.update(metrics)
+    if gradients is not None:
+        row.update(gradients)
+    return row
+
+
 def _check_history_fits(resume: Sequence[Checkpoint], columns: list[str]) -> None:
-    """Raise a CheckpointMismatch unless the checkpoints' history rows have this run's columns.
+    """Raise a CheckpointMismatch unless the checkpoints' history rows have this run's columns
+    (``columns``: the keys of :func:`_history_row` for this run).
 
     A gradpath that logs other columns (another metric, gradient statistics of other layers)
     could not append to them: the run would fail at its first row, at every attempt, instead of
     starting afresh. (The gradient statistics' columns name the terms and layers the gradient
     records describe, so this covers those too.)
     """
-    want = ["step", "seconds", *columns]
-    if any(list(row) != want for c in resume for row in c.history):
+    if any(list(row) != columns for c in resume for row in c.history):
         raise CheckpointMismatch("the checkpoint's history has other columns than this run logs")
 
 

@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from suite.paper_comparison import measured_cells
-from suite.store import DONE, Store, runs_table
+from suite.paper_comparison import device_column, measured_cells
+from suite.record import DONE
+from suite.store import Store, runs_table
 from suite.tables import cell_groups, config_columns
 
 
@@ -35,8 +36,7 @@ def _done_runs(root: str | Path) -> pd.DataFrame:
     if runs.empty:
         raise SystemExit(f"no run records in {root}")
     runs = runs[runs["status"].isin(DONE)]
-    device = runs["device_name"] if "device_name" in runs else pd.Series(None, index=runs.index, dtype=object)
-    return runs.assign(device_name=device.fillna("unknown"))
+    return runs.assign(device_name=device_column(runs))
 
 
 def paired_runs(store_a: str | Path, store_b: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -55,7 +55,8 @@ def paired_runs(store_a: str | Path, store_b: str | Path) -> tuple[pd.DataFrame,
 
 def cell_comparison(paired: pd.DataFrame) -> pd.DataFrame:
     """Per cell (every config column but the seed): seeds, both means, their ratio (b over a), the paired
-    p-value, the spread of the per-seed ratios and the median ms per step; labelled as in REPORT.md."""
+    p-value, the spread of the per-seed ratios and the median ms per step; labelled as in REPORT.md.
+    ``seeds`` holds the cell's (seed, error_a, error_b), by seed."""
     rows = []
     for cell, group in cell_groups(paired):
         a, b = group["error_a"].to_numpy(float), group["error_b"].to_numpy(float)
@@ -65,7 +66,8 @@ def cell_comparison(paired: pd.DataFrame) -> pd.DataFrame:
         rows.append({**cell, "n": len(a), "mean_a": a.mean(), "mean_b": b.mean(), "ratio": b.mean() / a.mean(),
                      "paired_p": p, "seed_ratio_min": float(np.exp(log_ratio.min())),
                      "seed_ratio_max": float(np.exp(log_ratio.max())),
-                     "ms_a": float(np.median(group["ms_a"])), "ms_b": float(np.median(group["ms_b"]))})
+                     "ms_a": float(np.median(group["ms_a"])), "ms_b": float(np.median(group["ms_b"])),
+                     "seeds": list(group.sort_values("seed")[["seed", "error_a", "error_b"]].itertuples(index=False))})
     return measured_cells(pd.DataFrame(rows)) if rows else pd.DataFrame()
 
 
@@ -89,10 +91,8 @@ def report(paired: pd.DataFrame, differ: pd.DataFrame, cells: pd.DataFrame, labe
               "run's median ms per vectorised step as its summary records it; runs that shared their machine "
               "with other jobs are slower than alone.", "",
               f"| run | seed | error {label_a} | error {label_b} |", "|---|---|---|---|"]
-    labels = dict(zip(cells.index, cells["label"]))
-    for index, (_, group) in enumerate(cell_groups(paired)):
-        for r in group.sort_values("seed").itertuples(index=False):
-            lines.append(f"| {labels[index]} {r.method} {r.backend} | {r.seed} | {r.error_a:.4e} | {r.error_b:.4e} |")
+    for c in cells.itertuples(index=False):
+        lines += [f"| {c.label} {c.method} {c.backend} | {r.seed} | {r.error_a:.4e} | {r.error_b:.4e} |" for r in c.seeds]
     return "\n".join(lines) + "\n"
 
 

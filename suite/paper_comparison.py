@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from suite.store import DONE
+from suite.record import DONE
 from suite.tables import config_columns
 
 # within this factor of the paper's value a cell counts as reproduced (issue 8)
@@ -153,6 +153,16 @@ def _span(start: pd.Series, end: pd.Series) -> str:
     return f"between {start.min():%Y-%m-%d %H:%M} and {end.max():%Y-%m-%d %H:%M} UTC ({hours:.1f} h of wall clock"
 
 
+def device_column(runs: pd.DataFrame) -> pd.Series:
+    """Each run's device name as text, "unknown" where its record has none (records before manifests had it)."""
+    return runs.get("device_name", pd.Series(None, index=runs.index, dtype=object)).fillna("unknown").astype(str)
+
+
+def device_names(runs: pd.DataFrame) -> list[str]:
+    """The devices that ``runs`` ran on, sorted; "unknown" left out."""
+    return sorted(set(device_column(runs)) - {"unknown"})
+
+
 def cost_lines(runs: pd.DataFrame) -> list[str]:
     """The campaign's wall-clock span, summed training time, machines and devices, from the run records.
 
@@ -164,8 +174,8 @@ def cost_lines(runs: pd.DataFrame) -> list[str]:
         return ["No run has finished yet.\n"]
     start, end, train = _run_times(done)
     hosts = ", ".join(sorted({str(h) for h in done.get("hostname", pd.Series(dtype=object)).dropna()})) or "unknown"
-    device = done.get("device_name", pd.Series(None, index=done.index, dtype=object)).fillna("unknown").astype(str)
-    devices = sorted(set(device) - {"unknown"})
+    device = device_column(done)
+    devices = device_names(done)
     commits = sorted({str(c) for c in done.get("git_commit", pd.Series(dtype=object)).dropna()})
     lines = [f"- {len(done)} runs finished {_span(start, end)}, interruptions included); "
              f"{train.sum() / 3600:.1f} h of training steps (each vectorised job counted once).\n",

@@ -44,8 +44,7 @@ from backends.methods import METHODS
 from problems import get_problem, problem_class
 from problems.core import Problem
 from problems.errors import UsageError
-from suite.record import CONFIG, PARAMS
-from suite.store import DONE
+from suite.record import CONFIG, DONE, PARAMS
 from suite.tables import METHOD_ORDER, SETTING_COLUMNS, cell_stats
 
 METRIC_LABELS = {"rel_l2": "relative L2 error", "rel_spectral": "relative spectral-norm error"}

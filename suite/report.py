@@ -21,9 +21,10 @@ from suite.ablation import ablation_section
 from suite.campaign import Campaign, RunSpec
 from suite.escape import escape_section
 from suite.manifest import _git
-from suite.paper_comparison import comparison_section
+from suite.paper_comparison import comparison_section, device_names
 from suite.plots import FIGURES, Figure, Skipped, build_figures
-from suite.store import DONE, Store, gather, write_tables
+from suite.record import DONE
+from suite.store import Store, gather, write_tables
 from suite.tables import PAPER_STEPS, build_tables, cell_stats, table_markdown
 from suite.tables import write_tables as write_table_files
 
@@ -82,7 +83,7 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
     """The text of REPORT.md; ``findings`` (markdown, hand-written) goes in as its own section, and
     ``history`` (the long history of the runs) gives the escape steps of :mod:`suite.escape`."""
     commit = _git("rev-parse", "--short", "HEAD")
-    devices = sorted({str(d) for d in runs.get("device_name", pd.Series(dtype=object)).dropna()})
+    devices = device_names(runs)
     parts = [f"# {campaign.name}: results beside the paper's\n\n",
              f"{campaign.description}\n\n" if campaign.description else "",
              f"Wang, Teng & Perdikaris (2021), SIAM J. Sci. Comput. 43(5). Built "

@@ -56,10 +56,14 @@ def test_cells_that_differ_in_a_setting_are_not_pooled(tmp_path):
     grid = {"weighting": ["code", "code-global"], "method": ["M2"]}
     _store(tmp_path / "a", {0: 0.1, 1: 0.2}, "cpu", 1.0, **grid)
     _store(tmp_path / "b", {0: 0.1, 1: 0.2}, "gpu", 1.0, **grid)
-    cells = cell_comparison(paired_runs(tmp_path / "a", tmp_path / "b")[0])
+    paired, differ = paired_runs(tmp_path / "a", tmp_path / "b")
+    cells = cell_comparison(paired)
     assert len(cells) == 2 and set(cells["n"]) == {2}
     assert {"helmholtz 50x3 (weighting=code)", "helmholtz 50x3 (weighting=code-global)"} == set(cells["label"])
     assert set(cells["paired_p"]) == {1.0}  # the same errors: nothing to tell apart
+    text = report(paired, differ, cells, "a", "b")  # each run is listed under its own cell's label
+    for weighting in ("code", "code-global"):
+        assert f"| helmholtz 50x3 (weighting={weighting}) M2 jax | 1 | 2.0000e-01 | 2.0000e-01 |" in text
 
 
 def test_stores_with_no_common_run_say_so(tmp_path):
