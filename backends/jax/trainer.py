@@ -191,6 +191,17 @@ class JaxTrainer:
         self.predict(state, x, self.problem.solution_needs)
         return time.perf_counter() - t0
 
+    def step_flops(self) -> float:
+        """XLA's count of the floating-point operations in one training step, from the compiled
+        chunk (so after :meth:`warmup`). XLA's cost analysis counts a loop's body once, whatever its
+        trip count, so this is one step (with every seed of a multi-seed trainer); an annealing
+        ``lax.cond`` is counted as XLA counts a conditional, not weighted by how often it runs."""
+        if self._compiled is None:
+            raise RuntimeError("step_flops needs the compiled step: call warmup first")
+        cost = self._compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost  # a list of one dict in older jax
+        return float(cost["flops"])
+
     def train(self, state, batches, first_step):
         if self._compiled is None:
             self.warmup(state, batches)
