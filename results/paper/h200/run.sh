@@ -8,7 +8,8 @@
 # none) side by side until SECONDS (default 470) have passed,
 # then stops both and packs every run that finished (complete or diverged; never a run cut off
 # part-way) into $OUT/runs.tgz.part-* (split: one file that comes back holds at most 16 MiB).
-# Needs: python3 with jax (CUDA), numpy, scipy, pandas, pyarrow, tqdm, matplotlib, seaborn;
+# Needs: python3 with jax (CUDA), numpy, scipy, pandas, pyarrow, tqdm, matplotlib, seaborn, and
+# for PyTorch runs torch (CUDA, with triton for torch.compile);
 # .whl/ with the array-api-compat wheel, and .gpucache/ with the cavity reference (n = 256)
 # from `gradpath` on another machine, so the GPU machine does not solve it again.
 set -u
@@ -29,6 +30,7 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several processes share the GPU: e
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"
     echo "cpus: $(nproc)"
     python3 -c "import jax, numpy, sys; print('python', sys.version.split()[0], 'jax', jax.__version__, 'numpy', numpy.__version__, 'devices', jax.devices())"
+    python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" || echo "no torch"
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 (nvidia-smi dmon -s u -d 10 > "$out/dmon.txt" 2>&1 &)
