@@ -22,6 +22,7 @@ def flag(field: str) -> str:
     """The command-line flag of a settings field."""
     return FLAGS.get(field, "--" + field.replace("_", "-"))
 DEVICES = ("auto", "cpu", "cuda")
+ANNEAL_EVERY = 10  # the authors' code updates the loss weights every 10 steps (spec 3.2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,9 @@ class TrainSettings:
         log_every: steps between history rows (and the chunk a compiled call runs).
         compile: compile the step (torch: torch.compile, else eager; jax always jits). Off is
             for quick checks and tests: same maths, no compile time, slower steps.
+
+    ``gate`` applies to M3/M4 and ``weighting``/``anneal_*`` to M2/M4; the other methods refuse a
+    value other than the default (it would give the same run a second key).
     """
 
     method: str = "M1"
@@ -47,7 +51,7 @@ class TrainSettings:
     depth: int | None = None
     gate: str = "code"
     weighting: str | None = None
-    anneal_every: int = 10
+    anneal_every: int = ANNEAL_EVERY
     anneal_alpha: float | None = None
     steps: int = 40001
     batch_size: int = 128
@@ -63,7 +67,7 @@ class TrainSettings:
     compile: bool = True
 
     def __post_init__(self) -> None:
-        get_method(self.method)
+        method = get_method(self.method)
         check_gate(self.gate)
         if self.weighting is not None:
             get_weighting(self.weighting)
@@ -82,6 +86,12 @@ class TrainSettings:
                                      ("adam form", self.adam_form, ADAM_FORMS)):
             if value not in choices:
                 raise UsageError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+        # an option the method does not use would still enter the run's key: a second, identical run
+        if method.net != "gated" and self.gate != "code":
+            raise UsageError(f"--gate applies to the gated network (M3, M4); {self.method} uses the plain MLP")
+        if not method.anneal and (self.anneal_alpha is not None or self.anneal_every != ANNEAL_EVERY):
+            raise UsageError(f"--anneal-alpha and --anneal-every apply to the methods that anneal (M2, M4); "
+                             f"{self.method} keeps its loss weights at 1")
 
     @property
     def method_spec(self) -> Method:
@@ -97,7 +107,14 @@ class TrainSettings:
         return layer_sizes(problem.layers, self.width, self.depth)
 
     def resolved(self, problem: Problem) -> dict[str, Any]:
-        """All settings with the problem-dependent defaults filled in, for the run record."""
+        """All settings with the problem-dependent defaults filled in, for the run record.
+
+        Raises:
+            UsageError: a weighting other than the problem's default for a method that does not anneal.
+        """
+        if not self.method_spec.anneal and self.weighting not in (None, problem.default_weighting):
+            raise UsageError(f"--weighting applies to the methods that anneal (M2, M4); {self.method} keeps its "
+                             f"loss weights at 1")
         out = dataclasses.asdict(self)
         layers = self.layers_for(problem)
         out.update(width=layers[1], depth=len(layers) - 2, layers=list(layers),

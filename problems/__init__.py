@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -69,12 +70,31 @@ def get_problem(name: str, **params: Any) -> Problem:
     for key, value in params.items():
         if key not in fields:
             raise unknown_choice(f"parameter of {name}", key, fields)
-        kind = type(fields[key].default)
-        try:
-            values[key] = kind(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"parameter {key} of {name} must be {kind.__name__}, got {value!r}") from None
+        values[key] = _parameter_value(name, key, type(fields[key].default), value)
     return cls(**values)
+
+
+def _parameter_value(problem: str, key: str, kind: type, value: Any) -> Any:
+    """``value`` as the field's type, or a UsageError: nothing is truncated or guessed, since the value
+    is part of the run's key (3.7 read as 3 would find, and report, the runs of 3)."""
+    what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+    bad = UsageError(f"parameter {key} of {problem} must be {what}, got {value!r}")
+    if isinstance(value, bool) and kind is not bool:
+        raise bad
+    try:
+        if kind is int:
+            if isinstance(value, int):
+                return value
+            number = float(value)
+            if not number.is_integer():
+                raise bad
+            return int(number)
+        converted = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise bad from None
+    if kind is float and not math.isfinite(converted):
+        raise UsageError(f"parameter {key} of {problem} must be finite, got {value!r}")
+    return converted
 
 
 def problem_names() -> list[str]:

@@ -117,6 +117,6 @@ def ablation_section(cells: pd.DataFrame) -> str:
     if not lines:
         return ""
     return ("## Ablations: one setting changed against its baseline\n\n"
-            "Each row changes one setting of a baseline cell (same problem, backend, method and seeds) "
-            "from the paper's default. Welch p: two-sided test that the two mean errors are equal. "
-            "The paper value is the baseline cell's.\n\n" + "".join(lines) + "\n")
+            "Each row changes one setting of a baseline cell (same problem, backend and method) from the "
+            "paper's default; \"seeds\" counts the runs each mean is over, variant then baseline. "
+            "Welch p: two-sided test that the two mean errors are equal. The paper value is the baseline cell's.\n\n" + "".join(lines) + "\n")

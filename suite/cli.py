@@ -29,6 +29,7 @@ from suite.execute import CHECKPOINT_EVERY, DEFAULT_LANES, CampaignResult, run_c
 from suite.executors import EXECUTORS, make_executor
 from suite.listing import listing
 from suite.manifest import manifest
+from suite.presets import PRESETS
 from suite.progress import Progress
 from suite.diagnose_command import add_diagnose_command
 from suite.reference import add_reference_command
@@ -130,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "the same as --param form=NAME")
     run.add_argument("--out", default="runs", metavar="DIR", help="directory of run records (default: runs)")
     run.add_argument("--force", action="store_true",
-                     help="overwrite a complete run with the same configuration, or start an unfinished one afresh "
+                     help="overwrite a done (complete or diverged) run with the same configuration, or start an "
+                          "unfinished one afresh "
                           "instead of going on from its checkpoint")
     run.add_argument("--checkpoint-every", type=_non_negative_float, default=CHECKPOINT_EVERY, metavar="SECONDS",
                      help="wall-clock seconds between checkpoints (checkpoint.npz, removed once the run is done); "
@@ -155,7 +157,7 @@ def _add_campaign_commands(commands) -> None:
                     "its own process, skipping runs the store holds as complete or diverged and redoing the rest. "
                     "Writes runs.parquet, runs.csv and history.parquet of the whole store into it.")
     campaign.set_defaults(command=cmd_campaign)
-    campaign.add_argument("source", metavar="PRESET_OR_TOML", help="a preset (smoke, table2, table3, cavity, paper) "
+    campaign.add_argument("source", metavar="PRESET_OR_TOML", help=f"a preset ({', '.join(PRESETS)}) "
                           "or a campaign .toml file")
     campaign.add_argument("--dry-run", action="store_true", help="list the runs and which are done; train nothing")
     reproduce = commands.add_parser(
@@ -243,6 +245,18 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = {"problem": args.problem, "parameters": problem.parameters(), "backend": args.backend,
               "settings": settings.resolved(problem)}
     about = manifest(backend, device, settings.seed, argv)
+    name = run_name(config)
+    # the store's lock, as campaign workers take it: two processes must never write one run directory
+    with Store(args.out).lock(name, timeout=0) as held:
+        if not held:
+            raise UsageError(f"another process (a campaign job or another `gradpath run`) is training {name} "
+                             f"in {args.out}; wait for it to finish, or choose another --out")
+        return _run_locked(args, problem, settings, config, about)
+
+
+def _run_locked(args: argparse.Namespace, problem: Problem, settings: TrainSettings, config: dict[str, Any],
+                about: dict[str, Any]) -> int:
+    """``gradpath run`` once it holds the run's lock: go on from a checkpoint or start, train, record."""
     checkpoint = None if args.force else load_checkpoint(Path(args.out) / run_name(config))
     record = RunRecord.create(args.out, config, about, force=args.force, resume=checkpoint)
     if checkpoint is not None and not args.quiet:

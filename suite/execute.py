@@ -33,7 +33,7 @@ from backends.checkpoint import Checkpoint, CheckpointMismatch
 from problems import get_problem
 from suite.campaign import RunSpec
 from suite.manifest import manifest
-from suite.record import DONE, HISTORY, SUMMARY, RunRecord, load_checkpoint, save_checkpoint, save_gradients, write_json
+from suite.record import DONE, SUMMARY, RunRecord, load_checkpoint, save_checkpoint, save_gradients, write_json
 from suite.store import Store
 
 if TYPE_CHECKING:
@@ -54,14 +54,6 @@ def _outcome(spec: RunSpec, status: str, t0: float, message: str = "", summary: 
     summary = summary or {}
     return {"key": spec.key, "name": spec.name, "status": status, "message": message,
             "error": summary.get("error"), "metric": summary.get("metric"), "seconds": time.perf_counter() - t0}
-
-
-def _fsync(path: os.PathLike) -> None:
-    try:
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
-    except OSError:
-        pass
 
 
 def run_one(spec: RunSpec, store_root: str, argv: Sequence[str]) -> dict[str, Any]:
@@ -99,10 +91,16 @@ def run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) ->
         for spec in todo:
             checkpoint = load_checkpoint(store.path(spec))
             by_step.setdefault(None if checkpoint is None else checkpoint.step, []).append((spec, checkpoint))
+        interrupted = False
         for pairs in by_step.values():
             some = [spec for spec, _ in pairs]
+            if interrupted:  # Ctrl-C stopped an earlier group: the worker stops too, its records untouched
+                outcomes.update({s.key: _outcome(s, "interrupted", t0, "interrupted before it started") for s in some})
+                continue
             resume = None if pairs[0][1] is None else [checkpoint for _, checkpoint in pairs]
-            outcomes.update(zip([s.key for s in some], _train(some, store, list(argv), t0, resume)))
+            done = _train(some, store, list(argv), t0, resume)
+            outcomes.update(zip([s.key for s in some], done))
+            interrupted = any(outcome["status"] == "interrupted" for outcome in done)
     return [outcomes[spec.key] for spec in specs]
 
 
@@ -159,8 +157,6 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
         return outcomes
     outcomes = []
     for one, record, result in zip(specs, records, results):
-        record.history.close()
-        _fsync(record.path / HISTORY)  # the summary, written last, must never announce rows that are not on disk
         if result.gradients is not None and result.gradients.steps:
             save_gradients(record.path, result.gradients)
         status = "diverged" if result.summary["diverged"] else "complete"

@@ -121,7 +121,20 @@ class DaskExecutor:
 
 def make_executor(kind: str, *, jobs: int | None = None, scheduler: str | None = None,
                   workers: int | None = None) -> Executor:
-    """The executor ``kind`` (``local``, ``dask`` or ``dask-local``)."""
+    """The executor ``kind`` (``local``, ``dask`` or ``dask-local``).
+
+    Raises:
+        UsageError: an unknown kind, or an option that ``kind`` does not use (it would be ignored).
+    """
+    # which options each executor uses: --jobs (local processes, or dask-local workers), --scheduler
+    # (dask), --workers (dask-local)
+    uses = {"local": {"jobs"}, "dask": {"scheduler"}, "dask-local": {"jobs", "workers"}}
+    given = {name for name, value in (("jobs", jobs), ("scheduler", scheduler), ("workers", workers))
+             if value is not None}
+    if kind in uses and given - uses[kind]:
+        unused = ", ".join(f"--{name}" for name in sorted(given - uses[kind]))
+        users = "; ".join(f"--executor {k}: {', '.join('--' + o for o in sorted(v))}" for k, v in uses.items())
+        raise UsageError(f"{unused} does nothing with --executor {kind} (options by executor: {users})")
     if kind == "local":
         return LocalExecutor(jobs)
     if kind == "dask":

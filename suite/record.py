@@ -141,18 +141,24 @@ class RunRecord:
         afresh and so does the checkpoint, unless ``keep_checkpoint`` (a record that only says why
         a run could not start must not cost it its checkpoint).
 
+        A record that only says why a run could not start (``keep_checkpoint``) also keeps an
+        earlier manifest: it names the processes that trained the run so far, which the next
+        process to go on from the checkpoint lists (:func:`_resumed_manifest`).
+
         Raises:
-            UsageError: the directory already holds a complete run and ``force`` is False.
+            UsageError: the directory already holds a done run (complete or diverged) and ``force`` is False.
         """
         path = Path(out) / run_name(config)
-        if not force and read_status(path) == "complete":
-            raise UsageError(f"run directory {path} already holds a complete run; pass --force to overwrite")
+        status = read_status(path)
+        if not force and status in DONE:
+            raise UsageError(f"run directory {path} already holds a {status} run; pass --force to overwrite")
         path.mkdir(parents=True, exist_ok=True)
         keep = resume is not None or keep_checkpoint
         for stale in (HISTORY, PARAMS, GRADIENTS) if keep else (HISTORY, PARAMS, GRADIENTS, CHECKPOINT):
             (path / stale).unlink(missing_ok=True)
         write_json(path / CONFIG, config)
-        write_json(path / MANIFEST, manifest if resume is None else _resumed_manifest(path, manifest, resume))
+        if not (keep_checkpoint and (path / MANIFEST).is_file()):
+            write_json(path / MANIFEST, manifest if resume is None else _resumed_manifest(path, manifest, resume))
         write_json(path / SUMMARY, {"status": "running"})
         record = cls(path)
         for row in resume.history if resume is not None else ():
@@ -160,14 +166,27 @@ class RunRecord:
         return record
 
     def finish(self, status: str, summary: Mapping[str, Any], params: Mapping[str, np.ndarray] | None = None) -> None:
-        """Close the history, save ``params`` (if given) and write the summary with ``status``."""
+        """Close the history and flush it to disk, save ``params`` (if given) and write the summary with ``status``.
+
+        The summary comes last: it must never announce history rows that a crash could still lose.
+        """
         self.history.close()
+        _fsync(self.path / HISTORY)
         if params is not None:
             _replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.path / SUMMARY, {**summary, "finished": finished, "status": status})
         if status in DONE:
             (self.path / CHECKPOINT).unlink(missing_ok=True)
+
+
+def _fsync(path: os.PathLike) -> None:
+    """Flush ``path`` to disk; a file that does not exist (or cannot be opened) is left alone."""
+    try:
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    except OSError:
+        pass
 
 
 def save_gradients(directory: str | os.PathLike, record: GradientRecord) -> Path:

@@ -128,12 +128,14 @@ class Store:
         return inspect_record(self.path(spec), spec.config)
 
     @contextlib.contextmanager
-    def lock(self, spec: RunSpec, timeout: float = 30.0) -> Iterator[bool]:
-        """Hold the run's lock; yields False if another process held it for ``timeout`` seconds."""
+    def lock(self, run: RunSpec | str, timeout: float = 30.0) -> Iterator[bool]:
+        """Hold the lock of ``run`` (a spec, or a run directory's name); yields False if another
+        process held it for ``timeout`` seconds."""
         if fcntl is None:  # pragma: no cover
             yield True
             return
-        with open(self.root / ".locks" / f"{spec.name}.lock", "a") as f:
+        name = run if isinstance(run, str) else run.name
+        with open(self.root / ".locks" / f"{name}.lock", "a") as f:
             deadline = time.monotonic() + timeout
             while True:
                 try:

@@ -260,3 +260,38 @@ def test_dask_executor_on_a_loopback_cluster(tmp_path):
 def test_dask_executor_needs_a_scheduler(capsys, tmp_path):
     assert main(["campaign", "table3", "--executor", "dask", "--store", str(tmp_path)]) == 2
     assert "--executor dask needs --scheduler tcp://HOST:PORT" in capsys.readouterr().err
+
+
+def test_an_interrupted_job_trains_none_of_its_other_groups(monkeypatch, tmp_path):
+    """Ctrl-C in a job whose runs stopped at different checkpoint steps (two groups) stops the job."""
+    import types
+
+    from suite import execute
+
+    specs = _campaign({"grid": {"problem": ["poisson1d"], "seed": [0, 1]}, "settings": {**TINY, "depth": 1}})
+    store = Store(tmp_path)
+    checkpoints = {store.path(specs[0]): types.SimpleNamespace(step=10)}  # seed 1 has none: a second group
+    monkeypatch.setattr(execute, "load_checkpoint", lambda path: checkpoints.get(path))
+    trained = []
+
+    def interrupted(some, store, argv, t0, resume=None):
+        trained.append([s.settings["seed"] for s in some])
+        return [execute._outcome(s, "interrupted", t0, "interrupted") for s in some]
+
+    monkeypatch.setattr(execute, "_train", interrupted)
+    outcomes = execute.run_group(specs, str(tmp_path), [])
+    assert trained == [[0]]  # the second group never started
+    assert [o["status"] for o in outcomes] == ["interrupted", "interrupted"]
+    assert outcomes[1]["message"] == "interrupted before it started"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler does nothing with --executor local"),
+    (["--executor", "dask-local", "--scheduler", "tcp://127.0.0.1:1"], "--scheduler does nothing with --executor dask-local"),
+    (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1", "--jobs", "2"], "--jobs does nothing with --executor dask"),
+    (["--workers", "2"], "--workers does nothing with --executor local"),
+])
+def test_an_option_the_executor_ignores_is_a_usage_error(options, message, capsys, tmp_path):
+    assert main(["campaign", "table3", "--store", str(tmp_path), *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "options by executor: --executor local: --jobs;" in err

@@ -20,8 +20,14 @@ from backends.weighting import WEIGHTINGS
 from problems import problem_names
 from suite.cli import main
 from suite.record import CONFIG, GRADIENTS, HISTORY, MANIFEST, PARAMS, SUMMARY
+from suite.store import Store
 
 TINY = ["--iterations", "20", "--log-every", "10", "--width", "8", "--depth", "2"]
+
+
+def _runs(out) -> list:
+    """The run directories under ``out`` (not the store's .locks)."""
+    return sorted(p for p in out.iterdir() if not p.name.startswith("."))
 
 
 def _one_error_line(capsys) -> str:
@@ -55,7 +61,14 @@ def test_list_names_every_choice(capsys):
     (["helmholtz", "--anneal-alpha", "2"], "--anneal-alpha must lie in (0, 1]"),
     (["helmholtz", "--param", "zz=1"], "unknown parameter of helmholtz 'zz'; choose one of: a1, a2, k"),
     (["helmholtz", "--param", "a2"], "--param 'a2': not KEY=VALUE"),
-    (["helmholtz", "--param", "a2=x"], "parameter a2 of helmholtz must be float, got 'x'"),
+    (["helmholtz", "--param", "a2=x"], "parameter a2 of helmholtz must be a number, got 'x'"),
+    (["helmholtz", "--param", "a2=inf"], "parameter a2 of helmholtz must be finite, got 'inf'"),
+    (["klein-gordon", "--param", "k=3.7"], "parameter k of klein-gordon must be an integer, got '3.7'"),
+    # options the method does not use are refused: they would give the same run a second key
+    (["helmholtz", "--method", "M1", "--gate", "paper"], "--gate applies to the gated network (M3, M4); M1 uses"),
+    (["helmholtz", "--method", "M3", "--anneal-alpha", "0.5"], "apply to the methods that anneal (M2, M4); M3 keeps"),
+    (["helmholtz", "--method", "M1", "--anneal-every", "20"], "apply to the methods that anneal (M2, M4)"),
+    (["helmholtz", "--method", "M3", "--weighting", "paper"], "--weighting applies to the methods that anneal"),
     (["helmholtz", "--width", "x"], "argument --width: invalid int value: 'x'"),  # argparse's own errors
     (["helmholtz", "--lr", "nan"], "argument --lr: 'nan' is not a finite number"),
     (["helmholtz", "--lr", "fast"], "argument --lr: 'fast' is not a number"),
@@ -81,7 +94,7 @@ def test_run_end_to_end_writes_a_record_pandas_reads(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "suite", "run", "helmholtz", "--method", "M4", "--backend", "jax",
                            "--seed", "0", *TINY, "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    (run,) = tmp_path.iterdir()
+    (run,) = _runs(tmp_path)
     assert run.name.startswith("helmholtz-M4-jax-s0-")
     # gradients.npz: --gradient-every (default 10000) also records the last step
     assert {p.name for p in run.iterdir()} == {CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS, GRADIENTS}
@@ -119,7 +132,7 @@ def test_gradpath_console_script_is_suite_cli_main():
 def test_diverged_run_exits_1_and_is_recorded(tmp_path, capsys):
     # the cubic term of Klein-Gordon overflows after one Adam step of size ~1e6
     code = main(["run", "klein-gordon", "--method", "M1", "--lr", "1e6", *TINY, "--quiet", "--out", str(tmp_path)])
-    (run,) = tmp_path.iterdir()
+    (run,) = _runs(tmp_path)
     err = _one_error_line(capsys)
     assert code == 1
     assert "run diverged at step " in err and f"recorded in {run / SUMMARY}" in err
@@ -156,13 +169,27 @@ def test_complete_run_is_refused_unless_force(monkeypatch, capsys, tmp_path):
     assert "already holds a complete run; pass --force to overwrite" in _one_error_line(capsys)
     assert main([*args, "--force"]) == 0
     assert main([*args, "--seed", "1"]) == 0  # another configuration, another directory
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(_runs(tmp_path)) == 2
+
+
+def test_a_run_another_process_holds_is_refused(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(training, "train", _fake_train())
+    args = ["run", "helmholtz", *TINY, "--out", str(tmp_path)]
+    assert main(args) == 0
+    (run,) = _runs(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    with Store(tmp_path).lock(run.name):  # as a campaign job training it holds it
+        assert main([*args, "--force"]) == 2
+    assert f"another process (a campaign job or another `gradpath run`) is training {run.name}" in _one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+    assert main([*args, "--force"]) == 0  # once the lock is free
 
 
 def test_interrupt_keeps_the_record_and_exits_130(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(training, "train", _fake_train(interrupt=True))
     assert main(["run", "helmholtz", *TINY, "--out", str(tmp_path)]) == 130
-    (run,) = tmp_path.iterdir()
+    (run,) = _runs(tmp_path)
     assert f"gradpath: interrupted; what was logged is kept in {run}" in capsys.readouterr().err
     summary = json.loads((run / SUMMARY).read_text())
     assert summary["status"] == "interrupted" and summary["steps"] == 10 and summary["error"] == 0.5
@@ -175,6 +202,6 @@ def test_a_bug_keeps_its_traceback_and_marks_the_run_failed(monkeypatch, tmp_pat
     monkeypatch.setattr(training, "train", _fake_train(fail=True))
     with pytest.raises(RuntimeError, match="a bug"):
         main(["run", "helmholtz", *TINY, "--out", str(tmp_path)])
-    (run,) = tmp_path.iterdir()
+    (run,) = _runs(tmp_path)
     summary = json.loads((run / SUMMARY).read_text())
     assert summary["status"] == "failed" and summary["failure"] == "RuntimeError: a bug"

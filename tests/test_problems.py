@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -107,7 +109,27 @@ def test_registry_errors_name_the_valid_choices():
         get_problem("klein-gordan")
     with pytest.raises(UsageError, match="choose one of: a1, a2, k"):
         get_problem("helmholtz", b=1)
-    with pytest.raises(UsageError, match="must be float"):
+    with pytest.raises(UsageError, match="must be a number"):
         get_problem("helmholtz", a2="four")
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("klein-gordon", {"k": 3.7}, "parameter k of klein-gordon must be an integer, got 3.7"),  # never read as 3
+    ("klein-gordon", {"k": True}, "must be an integer, got True"),
+    ("helmholtz", {"a2": True}, "must be a number, got True"),
+    ("helmholtz", {"a2": float("nan")}, "must be finite"),
+    ("cavity", {"reference_n": "2.9"}, "parameter reference_n of cavity must be an integer, got '2.9'"),
+])
+def test_parameters_are_never_truncated_or_guessed(name, params, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        get_problem(name, **params)
+
+
+def test_parameters_convert_what_is_exact():
+    assert get_problem("klein-gordon", k="3").k == 3 and get_problem("klein-gordon", k=4.0).k == 4
+    assert get_problem("helmholtz", a2=1).a2 == 1.0 and isinstance(get_problem("helmholtz", a2=1).a2, float)
+
+
+def test_registry_errors_name_the_valid_choices_for_geometry():
     with pytest.raises(UsageError, match="inputs are"):
         parse_derivative("u_z", ("x", "y"), ("u",))

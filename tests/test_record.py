@@ -104,3 +104,28 @@ def test_an_unfinished_run_is_restarted_without_force(tmp_path):
     (record.path / SUMMARY).write_text("{not json")
     assert read_status(record.path) is None
     RunRecord.create(tmp_path, CONFIG_A, {})
+
+
+def test_a_diverged_run_is_done_too_and_refused_unless_forced(tmp_path):
+    record = RunRecord.create(tmp_path, CONFIG_A, {"hostname": "a"})
+    record.history.append({"step": 1, "loss_residual": float("nan")})
+    record.finish("diverged", {"steps": 1}, {"W0": np.ones((2, 3))})
+    with pytest.raises(UsageError, match="already holds a diverged run; pass --force to overwrite"):
+        RunRecord.create(tmp_path, CONFIG_A, {"hostname": "b"})
+    assert _strict((record.path / MANIFEST).read_text()) == {"hostname": "a"}  # untouched
+    assert (record.path / PARAMS).exists() and (record.path / HISTORY).exists()
+
+
+def test_a_record_of_a_failed_start_keeps_the_earlier_manifest_and_checkpoint(tmp_path):
+    record = RunRecord.create(tmp_path, CONFIG_A, {"hostname": "first", "started": "t0"})
+    record.finish("interrupted", {"steps": 10})
+    (record.path / "checkpoint.npz").write_bytes(b"checkpoint")
+    # the next process fails before it trains (a framework missing on this machine, say)
+    failed = RunRecord.create(tmp_path, CONFIG_A, {"command": ["gradpath"]}, force=True, keep_checkpoint=True)
+    failed.finish("failed", {"failure": "ModuleNotFoundError"})
+    assert _strict((record.path / MANIFEST).read_text()) == {"hostname": "first", "started": "t0"}
+    assert (record.path / "checkpoint.npz").read_bytes() == b"checkpoint"
+    # a run with no earlier record still gets one that says how it was started
+    other = dict(CONFIG_A, backend="torch")
+    new = RunRecord.create(tmp_path, other, {"command": ["gradpath"]}, keep_checkpoint=True)
+    assert _strict((new.path / MANIFEST).read_text()) == {"command": ["gradpath"]}
