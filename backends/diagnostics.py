@@ -124,11 +124,19 @@ def gradient_histograms(grads: Sequence[dict[str, np.ndarray]], keys: Sequence[s
 
 
 def histogram_quantile(counts: np.ndarray, q: float) -> float:
-    """The bin edge below which at least a fraction ``q`` of |values| lies (from one histogram's counts)."""
+    """The bin edge below which at least a fraction ``q`` of |values| lies (from one histogram's counts).
+
+    Raises:
+        ValueError: ``q`` outside (0, 1], or an empty histogram (no quantile to read).
+    """
+    if not 0 < q <= 1:
+        raise ValueError(f"quantile q must lie in (0, 1], got {q!r}")
+    if counts.sum() <= 0:
+        raise ValueError("an empty histogram (all counts 0) has no quantile")
     edges = bin_edges()
     mags = np.maximum(np.abs(edges[:-1]), np.abs(edges[1:]))  # the largest |value| a bin can hold
     order = np.argsort(mags, kind="stable")
-    cum = np.cumsum(counts[order]) / max(counts.sum(), 1)
+    cum = np.cumsum(counts[order]) / counts.sum()
     return float(mags[order][np.searchsorted(cum, q)])
 
 

@@ -238,10 +238,14 @@ class CampaignProgress:
 
 
 def _worker_died(store: Store, spec: RunSpec, exc: BaseException, t0: float) -> dict[str, Any]:
-    """The outcome of a run whose worker process died; its record (if any) is marked failed."""
+    """The outcome of a run whose worker process died; its record (if any) is marked failed, unless
+    the run had finished before the worker died: then its record and its status stand."""
     message = f"worker process died: {type(exc).__name__}: {exc}".splitlines()[0]
     with store.lock(spec, timeout=5) as locked:
-        if locked and store.path(spec).is_dir() and not store.state(spec).done:
+        state = store.state(spec)
+        if state.done:
+            return _outcome(spec, state.status, t0, f"finished; then its {message}")
+        if locked and store.path(spec).is_dir():
             write_json(store.path(spec) / SUMMARY, {"status": "failed", "failure": message})
     return _outcome(spec, "failed", t0, message)
 

@@ -295,3 +295,49 @@ def test_an_option_the_executor_ignores_is_a_usage_error(options, message, capsy
     assert main(["campaign", "table3", "--store", str(tmp_path), *options]) == 2
     err = capsys.readouterr().err
     assert message in err and "options by executor: --executor local: --jobs;" in err
+
+
+@needs_jax
+def test_a_job_skips_runs_that_are_done_or_held_and_a_dead_worker_fails_only_unfinished_ones(monkeypatch, tmp_path):
+    import concurrent.futures
+
+    from suite import execute
+    from suite.record import RunRecord
+
+    done, held, unfinished = _campaign({"grid": {"problem": ["poisson1d"], "seed": [0, 1, 2]},
+                                        "settings": {**TINY, "depth": 1}})
+    store = Store(tmp_path)
+    assert execute.run_group([done], str(tmp_path), [])[0]["status"] == "complete"
+    record_of_done = (store.path(done) / SUMMARY).read_bytes()
+    lock = Store.lock
+    monkeypatch.setattr(Store, "lock", lambda self, run, timeout=30.0: lock(self, run, timeout=0.2))
+    with lock(store, held):  # another process trains it
+        outcomes = execute.run_group([done, held], str(tmp_path), [])
+    assert [(o["status"], o["message"]) for o in outcomes] == [
+        ("skipped", "already done"), ("skipped", "another process holds its lock")]
+    assert not store.path(held).exists()
+
+    class DyingWorkers:  # every job's process dies (killed, out of memory)
+        slots = 2
+
+        def submit(self, specs, root, argv):
+            future = concurrent.futures.Future()
+            future.set_exception(RuntimeError("killed"))
+            return future
+
+        def wait(self, futures):
+            return set(futures)
+
+        def close(self, cancel=False):
+            pass
+
+    RunRecord.create(tmp_path, unfinished.config, {})  # it had started: its record says running
+    result = run_campaign([done, held, unfinished], store, DyingWorkers(), quiet=True, lanes=1)
+    assert result.already == 1 and result.counts == {"failed": 2}
+    summary = json.loads((store.path(unfinished) / SUMMARY).read_text())
+    assert summary == {"status": "failed", "failure": "worker process died: RuntimeError: killed"}
+    assert not store.path(held).exists()  # no record is made up for a run that never started
+    # a worker that dies after its run finished leaves the finished record, and its status, alone
+    outcome = execute._worker_died(store, done, RuntimeError("killed"), 0.0)
+    assert outcome["status"] == "complete" and "then its worker process died" in outcome["message"]
+    assert (store.path(done) / SUMMARY).read_bytes() == record_of_done

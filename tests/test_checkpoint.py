@@ -187,6 +187,8 @@ def test_a_run_that_cannot_start_keeps_its_checkpoint(tmp_path, monkeypatch):
         outcomes = execute.run_group(specs, str(store.root), ["test"])
     assert [o["status"] for o in outcomes] == ["failed"] * 2
     assert all(load_checkpoint(store.path(s)).step == 20 for s in specs)
+    # the manifest still names the process that trained the first 20 steps, not the one that failed
+    assert all("started" in json.loads((store.path(s) / MANIFEST).read_text()) for s in specs)
     outcomes = execute.run_group(specs, str(store.root), ["test"])
     assert [o["status"] for o in outcomes] == ["complete"] * 2
     for spec in specs:
@@ -224,3 +226,31 @@ def test_gradpath_run_goes_on_from_its_checkpoint_and_force_starts_afresh(tmp_pa
     assert json.loads((run / SUMMARY).read_text())["resumed_at_steps"] == []
     assert cli.main([*command[:-3], "--checkpoint-every", "-1", "--out", str(tmp_path / "x")]) == 2
     assert "must be a non-negative number, got -1" in capsys.readouterr().err
+
+
+@needs_jax
+def test_gradpath_run_starts_afresh_from_a_checkpoint_that_no_longer_fits(tmp_path, monkeypatch, capsys):
+    from suite import cli
+
+    command = ["run", "poisson1d", "--steps", "40", "--log-every", "10", "--width", "8", "--depth", "1",
+               "--checkpoint-every", "1e-9", "--quiet", "--out", str(tmp_path)]
+    real = cli.save_checkpoint
+
+    def save_then_stop(directory, checkpoint):
+        real(directory, checkpoint)
+        if checkpoint.step == 20:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "save_checkpoint", save_then_stop)
+        assert cli.main(command) == 130
+    (run,) = [p for p in tmp_path.iterdir() if p.name != ".locks"]
+    checkpoint = load_checkpoint(run)
+    checkpoint.state["extra"] = np.zeros(1)  # as if the trainer's state had gained an entry since
+    save_checkpoint(run, checkpoint)
+    capsys.readouterr()
+    assert cli.main(command) == 0
+    assert "starting afresh" in capsys.readouterr().err
+    summary = json.loads((run / SUMMARY).read_text())
+    assert summary["status"] == "complete" and summary["resumed_at_steps"] == [] and summary["steps"] == 40
+    assert list(pd.read_csv(run / HISTORY)["step"]) == [10, 20, 30, 40]

@@ -11,7 +11,8 @@ import pytest
 from backends import get_backend
 from backends.data import draw_batches, seed_streams
 from backends.diagnostics import (N_BINS, GradientRecord, bin_edges, dense_matrix, dense_spectrum,
-                                  gradient_histograms, gradient_statistics, hessian_operator, lanczos,
+                                  gradient_histograms, gradient_statistics, hessian_operator,
+                                  histogram_quantile, lanczos,
                                   largest_eigenvalue, parameter_keys, power_iteration, weighted)
 from backends.init import init_params
 from backends.settings import TrainSettings
@@ -129,6 +130,19 @@ def test_histograms_count_every_entry_and_statistics_are_per_layer():
                                                             / (2 * np.abs(grads[1]["W0"]).mean()))
     lambda_hat = np.inf / np.mean([2 * np.abs(grads[1][k]).mean() for k in ("W0", "W1")])
     assert stats["grad_lambda_hat_boundary"] == lambda_hat
+
+
+def test_histogram_quantiles_read_magnitudes_to_one_bin():
+    # 99% of the entries at |g| = 5e-3 (either sign), 1% at 1.0; a bin spans a sixteenth of a decade
+    values = np.concatenate([np.full(495, 5e-3), np.full(495, -5e-3), np.full(10, 1.0)])
+    counts = gradient_histograms([{"W0": values}], ["W0"])[0, 0]
+    step = 10 ** (1 / 16)
+    assert 5e-3 <= histogram_quantile(counts, 0.99) <= 5e-3 * step
+    assert 1.0 <= histogram_quantile(counts, 0.995) <= step
+    with pytest.raises(ValueError, match="empty histogram"):
+        histogram_quantile(np.zeros(N_BINS), 0.5)
+    with pytest.raises(ValueError, match="must lie in"):
+        histogram_quantile(counts, 0.0)
 
 
 def test_the_gradient_record_round_trips(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 
 import pandas as pd
 import pytest
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 TINY = ["--iterations", "30", "--log-every", "10", "--width", "8", "--depth", "2", "--quiet"]
+STEPS = [10, 20, 30]  # the history rows TINY logs
 
 
 def _one_error_line(capsys) -> str:
@@ -49,7 +51,9 @@ def test_plugin_runs_in_each_backend(tmp_path, backend, extra):
     assert main(["run", "poisson2d", "--backend", backend, *TINY, *extra, "--out", str(tmp_path)]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.name != ".locks"]  # the run; .locks holds the store's locks
     history = pd.read_csv(run / "history.csv")
-    assert list(history["step"])[-1] >= 20 and {"loss_residual", "loss_boundary"} <= set(history.columns)
+    assert list(history["step"]) == STEPS and {"loss_residual", "loss_boundary"} <= set(history.columns)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["steps"] == STEPS[-1]
 
 
 @needs_jax

@@ -9,7 +9,8 @@ import pytest
 
 from backends.data import draw_batches
 from problems import get_problem, problem_names
-from problems.core import parse_derivative
+from problems.core import Term, parse_derivative
+from problems.geometry import Box
 from problems.errors import UsageError
 
 jax = pytest.importorskip("jax")
@@ -133,3 +134,46 @@ def test_parameters_convert_what_is_exact():
 def test_registry_errors_name_the_valid_choices_for_geometry():
     with pytest.raises(UsageError, match="inputs are"):
         parse_derivative("u_z", ("x", "y"), ("u",))
+
+
+def _problem_with(terms):
+    """A minimal 2-d problem class whose terms() returns ``terms`` (a plugin author's mistakes)."""
+    import dataclasses
+
+    from problems.core import Problem
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Mistaken(Problem):
+        name = "mistaken"
+        inputs = ("x", "y")
+        domain = Box((0.0, 0.0), (1.0, 1.0))
+        layers = (2, 8, 1)
+
+        def terms(self):
+            return terms
+
+    return Mistaken
+
+
+def _misfit(xp, x, d):
+    return d["u"]
+
+
+@pytest.mark.parametrize("terms, message", [
+    ((Term("boundary", (Box((0.0, 0.0), (1.0, 1.0)),), ("u",), _misfit),), "the first term must be named 'residual'"),
+    ((Term("residual", (Box((0.0,), (1.0,)),), ("u",), _misfit),), "term 'residual' samples a region of the wrong dimension"),
+    ((Term("residual", (Box((0.0, 0.0), (1.0, 1.0)),), ("u_xz",), _misfit),), "inputs are"),
+])
+def test_a_problem_class_with_a_mistake_is_refused_when_built(terms, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        _problem_with(terms)()
+
+
+@pytest.mark.parametrize("lo, hi, message", [
+    ((0.0, 0.0), (1.0,), "box bounds must have one equal, non-zero length"),
+    ((), (), "box bounds must have one equal, non-zero length"),
+    ((0.0, 1.0), (1.0, 0.5), "box upper bounds must not be below lower ones"),
+])
+def test_a_box_with_bad_bounds_is_refused(lo, hi, message):
+    with pytest.raises(UsageError, match=message):
+        Box(lo, hi)

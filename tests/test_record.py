@@ -97,13 +97,26 @@ def test_record_refuses_a_complete_run_unless_forced(tmp_path):
 
 
 def test_an_unfinished_run_is_restarted_without_force(tmp_path):
+    def leftovers(path):
+        record.history.append({"step": 10, "loss_residual": 1.0})
+        record.history.close()
+        (path / PARAMS).write_bytes(b"stale")
+        (path / "checkpoint.npz").write_bytes(b"stale")
+
     record = RunRecord.create(tmp_path, CONFIG_A, {})
+    leftovers(record.path)
     record.finish("interrupted", {"steps": 10})
     assert read_status(record.path) == "interrupted"
-    RunRecord.create(tmp_path, CONFIG_A, {})
-    (record.path / SUMMARY).write_text("{not json")
-    assert read_status(record.path) is None
-    RunRecord.create(tmp_path, CONFIG_A, {})
+    for damage in (None, "{not json"):  # an interrupted run, then one whose summary cannot be read
+        if damage:
+            leftovers(record.path)
+            (record.path / SUMMARY).write_text(damage)
+            assert read_status(record.path) is None
+        record = RunRecord.create(tmp_path, CONFIG_A, {"started": "now"})
+        assert read_status(record.path) == "running"
+        assert _strict((record.path / MANIFEST).read_text()) == {"started": "now"}
+        # a fresh start (no checkpoint given to go on from): nothing of the earlier attempt is left
+        assert {p.name for p in record.path.iterdir()} == {CONFIG, MANIFEST, SUMMARY}
 
 
 def test_a_diverged_run_is_done_too_and_refused_unless_forced(tmp_path):

@@ -95,6 +95,19 @@ def test_a_diverging_seed_stops_alone(backend, monkeypatch):
         _assert_same_run(results[i], train(problem, settings[i], backend))
 
 
+def test_seeds_one_after_the_other_are_their_own_runs_and_log_under_their_index():
+    """vectorise=False (and any backend without lanes) trains the seeds in turn: each result is
+    exactly its own train() run, and on_log still names each row's seed by its index."""
+    problem = get_problem("poisson1d")
+    settings = [TrainSettings(seed=s, method="M2", **TINY) for s in (3, 4)]
+    logged = []
+    results = train_seeds(problem, settings, "jax", lambda i, row: logged.append((i, row["step"])), vectorise=False)
+    assert logged == [(0, 10), (0, 20), (0, 30), (1, 10), (1, 20), (1, 30)]
+    for s, result in zip(settings, results):
+        assert result.summary["vectorised_seeds"] == 1
+        _assert_same_run(result, train(problem, s, "jax"), rtol=0)
+
+
 def test_seeds_trained_together_must_share_everything_else():
     with pytest.raises(UsageError, match="these differ: lr, method"):
         check_same_but_seed([TrainSettings(seed=0), TrainSettings(seed=1, method="M2", lr=1e-2)])

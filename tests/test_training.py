@@ -42,6 +42,23 @@ def test_lambda_changes_only_every_n_steps_after_the_step(backend):
     assert np.all(out.weights[:, 1:] > 1)  # KG's initial and boundary weights both rise
 
 
+def test_results_do_not_depend_on_the_log_interval(backend):
+    """The log interval is also the chunk a compiled call runs (JAX pads a short last chunk, and
+    both decide the annealing steps from the shared step count): 10 + 10 + 5 steps must train
+    exactly as one chunk of 25, lambda updates across chunk boundaries included."""
+    problem = get_problem("helmholtz")
+    common = dict(method="M2", steps=25, width=8, depth=2, dtype="float64", compile=False)
+    chunked = train(problem, TrainSettings(**common, log_every=10), backend)
+    whole = train(problem, TrainSettings(**common, log_every=25), backend)
+    assert [row["step"] for row in chunked.history] == [10, 20, 25] and whole.history[-1]["step"] == 25
+    assert chunked.params.keys() == whole.params.keys()
+    for name in chunked.params:  # loss_weights included
+        np.testing.assert_allclose(chunked.params[name], whole.params[name], rtol=1e-12, atol=1e-15, err_msg=name)
+    last = {k: v for k, v in chunked.history[-1].items() if k != "seconds"}
+    assert last == pytest.approx({k: v for k, v in whole.history[-1].items() if k != "seconds"}, rel=1e-12)
+    assert chunked.params["loss_weights"][1] != 1.0  # lambda did move
+
+
 def test_a_diverging_run_stops_and_says_where(backend):
     problem = get_problem("helmholtz")
     settings = TrainSettings(method="M1", steps=400, log_every=50, width=10, depth=2, lr=1e30, compile=False)  # float32 overflows at once
