@@ -35,7 +35,7 @@ import numpy as np
 from backends.data import draw_batches, seed_streams
 from backends.init import init_params
 from backends.losses import derivatives
-from backends.settings import TrainSettings
+from backends.settings import TrainSettings, applicable
 from problems import get_problem, problem_names
 from problems.core import Problem, parse_derivative
 
@@ -243,7 +243,7 @@ def small_settings(method: str = "M1", steps: int = 20, **overrides: Any) -> Tra
     values = dict(method=method, width=8, depth=2, steps=steps, log_every=steps, batch_size=32,
                   anneal_every=5, dtype="float64", device="cpu", seed=1, compile=False)
     values.update(overrides)
-    return TrainSettings(**values)
+    return TrainSettings(**applicable(values))  # anneal_every=5 where the method anneals
 
 
 def _replay(backend: str, problem: Problem, settings: TrainSettings):

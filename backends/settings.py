@@ -25,6 +25,27 @@ DEVICES = ("auto", "cpu", "cuda")
 ANNEAL_EVERY = 10  # the authors' code updates the loss weights every 10 steps (spec 3.2)
 
 
+# the settings that only some methods use: the annealing options (M2, M4) and the gate form (M3, M4)
+ANNEALING_OPTIONS = ("weighting", "anneal_alpha", "anneal_every")
+GATE_OPTIONS = ("gate",)
+
+
+def unused_options(method: str) -> tuple[str, ...]:
+    """The settings fields that ``method`` does not use (TrainSettings refuses them at other than their defaults)."""
+    spec = get_method(method)
+    return (() if spec.anneal else ANNEALING_OPTIONS) + (() if spec.net == "gated" else GATE_OPTIONS)
+
+
+def applicable(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (TrainSettings keyword arguments) without the options that its method does not use.
+
+    A campaign grid, or a shared test setting, crosses every method with annealing options and a
+    gate form; each applies where it means something, and the other runs are what they are without it.
+    """
+    unused = unused_options(settings.get("method", "M1"))
+    return {k: v for k, v in settings.items() if k not in unused}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainSettings:
     """One run's settings. Defaults are the paper's (spec 2): 40,001 Adam steps, lr 1e-3 * 0.9^(n/1000),
@@ -67,7 +88,7 @@ class TrainSettings:
     compile: bool = True
 
     def __post_init__(self) -> None:
-        method = get_method(self.method)
+        get_method(self.method)
         check_gate(self.gate)
         if self.weighting is not None:
             get_weighting(self.weighting)
@@ -87,9 +108,10 @@ class TrainSettings:
             if value not in choices:
                 raise UsageError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
         # an option the method does not use would still enter the run's key: a second, identical run
-        if method.net != "gated" and self.gate != "code":
+        unused = unused_options(self.method)
+        if "gate" in unused and self.gate != "code":
             raise UsageError(f"--gate applies to the gated network (M3, M4); {self.method} uses the plain MLP")
-        if not method.anneal and (self.anneal_alpha is not None or self.anneal_every != ANNEAL_EVERY):
+        if "anneal_every" in unused and (self.anneal_alpha is not None or self.anneal_every != ANNEAL_EVERY):
             raise UsageError(f"--anneal-alpha and --anneal-every apply to the methods that anneal (M2, M4); "
                              f"{self.method} keeps its loss weights at 1")
 

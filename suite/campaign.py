@@ -36,7 +36,7 @@ from typing import Any
 
 from backends import BUILTIN as BUILTIN_BACKENDS
 from backends import backend_status
-from backends.settings import TrainSettings
+from backends.settings import TrainSettings, applicable
 from problems import get_problem, problem_class
 from problems.errors import UsageError, unknown_choice
 from suite.record import config_hash, run_name
@@ -255,6 +255,9 @@ def _spec(campaign: Campaign, problem_name: str, chosen: dict[str, Any], fields:
         if cache_key not in cache:
             cache[cache_key] = get_problem(problem_name, **params)
         problem = cache[cache_key]
+        # a grid crosses methods with annealing options and gate forms: each applies where it means
+        # something, so a plain M1 run is the same run (the same key) whatever the grid's weighting
+        settings = applicable(settings)
         resolved = TrainSettings(**settings).resolved(problem)
     except UsageError as exc:
         raise _fail(campaign.source, f"{problem_name} with {_describe(params, settings)}: {exc}") from None

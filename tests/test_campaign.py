@@ -79,6 +79,23 @@ def test_keys_follow_the_resolved_config_not_how_it_was_written():
     assert d[0].key != a[0].key
 
 
+def test_grid_options_apply_to_the_methods_that_use_them():
+    """Annealing options reach M2/M4 only and the gate form M3/M4 only: the other runs are the same
+    runs (the same keys) as without them, never a second copy."""
+    plain = {s.settings["method"]: s.key for s in _campaign({"grid": {"problem": ["helmholtz"],
+                                                                      "method": ["M1", "M2", "M3", "M4"]}})}
+    crossed = _campaign({"grid": {"problem": ["helmholtz"], "method": ["M1", "M2", "M3", "M4"],
+                                  "weighting": ["code-global"], "gate": ["paper"]},
+                         "settings": {"anneal_every": 5, "anneal_alpha": 0.5}})
+    keys = {s.settings["method"]: s.key for s in crossed}
+    assert keys["M1"] == plain["M1"]  # none of them applies to M1
+    assert len({keys["M2"], keys["M3"], keys["M4"], plain["M2"], plain["M3"], plain["M4"]}) == 6
+    by_method = {s.settings["method"]: s.config["settings"] for s in crossed}
+    assert by_method["M2"]["weighting"] == "code-global" and by_method["M2"]["gate"] == "code"
+    assert by_method["M3"]["gate"] == "paper" and by_method["M3"]["anneal_every"] == 10
+    assert (by_method["M4"]["gate"], by_method["M4"]["anneal_alpha"]) == ("paper", 0.5)
+
+
 @needs_jax
 def test_a_campaign_run_and_gradpath_run_share_the_key(tmp_path, capsys):
     store = tmp_path / "store"
