@@ -195,45 +195,15 @@ def test_a_run_that_cannot_start_keeps_its_checkpoint(tmp_path, monkeypatch):
         assert json.loads((store.path(spec) / SUMMARY).read_text())["resumed_at_steps"] == [20]
 
 
-@needs_jax
-def test_gradpath_run_goes_on_from_its_checkpoint_and_force_starts_afresh(tmp_path, monkeypatch, capsys):
+# 40 steps of gradpath run with a checkpoint after every chunk of 10
+RUN_COMMAND = ["run", "poisson1d", "--steps", "40", "--log-every", "10", "--width", "8", "--depth", "1",
+               "--checkpoint-every", "1e-9", "--quiet"]
+
+
+def _stopped_at_step_20(monkeypatch, command: list[str]) -> None:
+    """Run ``command`` (gradpath run) until its checkpoint at step 20 is saved, then Ctrl-C it."""
     from suite import cli
 
-    command = ["run", "poisson1d", "--steps", "40", "--log-every", "10", "--width", "8", "--depth", "1",
-               "--checkpoint-every", "1e-9", "--quiet"]  # a checkpoint after every chunk
-    assert cli.main([*command, "--out", str(tmp_path / "whole")]) == 0
-    real = cli.save_checkpoint
-
-    def save_then_stop(directory, checkpoint):
-        real(directory, checkpoint)
-        if checkpoint.step == 20:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(cli, "save_checkpoint", save_then_stop)
-        assert cli.main([*command, "--out", str(tmp_path / "runs")]) == 130
-    assert "and its last checkpoint is kept" in capsys.readouterr().err
-    assert cli.main([*command, "--out", str(tmp_path / "runs")]) == 0
-    (run,), (whole,) = ([p for p in (tmp_path / out).iterdir() if p.name != ".locks"] for out in ("runs", "whole"))
-    assert json.loads((run / SUMMARY).read_text())["resumed_at_steps"] == [20]
-    pd.testing.assert_frame_equal(pd.read_csv(run / HISTORY).drop(columns="seconds"),
-                                  pd.read_csv(whole / HISTORY).drop(columns="seconds"))
-    assert not (run / CHECKPOINT).exists()
-    with monkeypatch.context() as patch:  # stopped again; --force then ignores the checkpoint
-        patch.setattr(cli, "save_checkpoint", save_then_stop)
-        assert cli.main([*command, "--out", str(tmp_path / "runs"), "--force"]) == 130
-    assert cli.main([*command, "--out", str(tmp_path / "runs"), "--force"]) == 0
-    assert json.loads((run / SUMMARY).read_text())["resumed_at_steps"] == []
-    assert cli.main([*command[:-3], "--checkpoint-every", "-1", "--out", str(tmp_path / "x")]) == 2
-    assert "must be a non-negative number, got -1" in capsys.readouterr().err
-
-
-@needs_jax
-def test_gradpath_run_starts_afresh_from_a_checkpoint_that_no_longer_fits(tmp_path, monkeypatch, capsys):
-    from suite import cli
-
-    command = ["run", "poisson1d", "--steps", "40", "--log-every", "10", "--width", "8", "--depth", "1",
-               "--checkpoint-every", "1e-9", "--quiet", "--out", str(tmp_path)]
     real = cli.save_checkpoint
 
     def save_then_stop(directory, checkpoint):
@@ -244,6 +214,35 @@ def test_gradpath_run_starts_afresh_from_a_checkpoint_that_no_longer_fits(tmp_pa
     with monkeypatch.context() as patch:
         patch.setattr(cli, "save_checkpoint", save_then_stop)
         assert cli.main(command) == 130
+
+
+@needs_jax
+def test_gradpath_run_goes_on_from_its_checkpoint_and_force_starts_afresh(tmp_path, monkeypatch, capsys):
+    from suite import cli
+
+    command = RUN_COMMAND
+    assert cli.main([*command, "--out", str(tmp_path / "whole")]) == 0
+    _stopped_at_step_20(monkeypatch, [*command, "--out", str(tmp_path / "runs")])
+    assert "and its last checkpoint is kept" in capsys.readouterr().err
+    assert cli.main([*command, "--out", str(tmp_path / "runs")]) == 0
+    (run,), (whole,) = ([p for p in (tmp_path / out).iterdir() if p.name != ".locks"] for out in ("runs", "whole"))
+    assert json.loads((run / SUMMARY).read_text())["resumed_at_steps"] == [20]
+    pd.testing.assert_frame_equal(pd.read_csv(run / HISTORY).drop(columns="seconds"),
+                                  pd.read_csv(whole / HISTORY).drop(columns="seconds"))
+    assert not (run / CHECKPOINT).exists()
+    _stopped_at_step_20(monkeypatch, [*command, "--out", str(tmp_path / "runs"), "--force"])  # --force: afresh
+    assert cli.main([*command, "--out", str(tmp_path / "runs"), "--force"]) == 0
+    assert json.loads((run / SUMMARY).read_text())["resumed_at_steps"] == []
+    assert cli.main([*command[:-3], "--checkpoint-every", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "must be a non-negative number, got -1" in capsys.readouterr().err
+
+
+@needs_jax
+def test_gradpath_run_starts_afresh_from_a_checkpoint_that_no_longer_fits(tmp_path, monkeypatch, capsys):
+    from suite import cli
+
+    command = [*RUN_COMMAND, "--out", str(tmp_path)]
+    _stopped_at_step_20(monkeypatch, command)
     (run,) = [p for p in tmp_path.iterdir() if p.name != ".locks"]
     checkpoint = load_checkpoint(run)
     checkpoint.state["extra"] = np.zeros(1)  # as if the trainer's state had gained an entry since
