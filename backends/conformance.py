@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.data import draw_batches, seed_streams
-from backends.init import init_params
+from backends.data import draw_batches, seed_start, seed_streams
 from backends.losses import derivatives
 from backends.settings import TrainSettings, applicable
 from problems import get_problem, problem_names
@@ -266,9 +265,8 @@ def check_derivatives(backend: str, problem: Problem, method: str = "M1", rtol: 
     settings = small_settings(method)
     b = get_backend(backend)
     trainer = b.trainer(problem, settings, b.resolve_device("cpu"))
-    streams = seed_streams(settings.seed)
-    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
-    mu, sigma = problem.normalisation(streams["normalisation"])
+    start = seed_start(problem, settings)
+    params, mu, sigma = start.params, start.mu, start.sigma
     keys = tuple(dict.fromkeys([k for t in problem.terms() for k in t.needs] + list(problem.solution_needs)))
     x = problem.domain.sample(np.random.default_rng(3), (50,))
     got = trainer.predict(trainer.init(params, mu, sigma), x, keys)

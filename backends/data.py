@@ -1,10 +1,18 @@
-"""Training points drawn with numpy from the seed, identically for every backend."""
+"""What a seed fixes, drawn with numpy identically for every backend: the initial weights, the
+input normalisation and the training points."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from backends.init import init_params
 from problems.core import Problem
+
+if TYPE_CHECKING:  # annotations only: backends.settings needs nothing from here
+    from backends.settings import TrainSettings
 
 
 def seed_streams(seed: int) -> dict[str, np.random.Generator]:
@@ -12,6 +20,47 @@ def seed_streams(seed: int) -> dict[str, np.random.Generator]:
     init, norm, data = np.random.SeedSequence(seed).spawn(3)
     return {"init": np.random.default_rng(init), "normalisation": np.random.default_rng(norm),
             "batches": np.random.default_rng(data)}
+
+
+@dataclass
+class SeedStart:
+    """A seed's run before its first step.
+
+    Attributes:
+        params: initial parameters by name (float64, :func:`backends.init.init_params`).
+        mu, sigma: input normalisation, from the seed's own residual points.
+        batches: the seed's batch stream, untouched: :func:`draw_batches` draws from it.
+    """
+
+    params: dict[str, np.ndarray]
+    mu: np.ndarray
+    sigma: np.ndarray
+    batches: np.random.Generator
+
+
+def seed_start(problem: Problem, settings: TrainSettings) -> SeedStart:
+    """The initial weights, normalisation and batch stream of ``settings.seed`` for ``problem``.
+
+    Every entry point that trains (runs, benchmarks, replays, diagnostics) starts a seed here, so
+    that one seed means one start whatever trains it.
+    """
+    streams = seed_streams(settings.seed)
+    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
+    mu, sigma = problem.normalisation(streams["normalisation"])
+    return SeedStart(params, mu, sigma, streams["batches"])
+
+
+def initial_arrays(starts: list[SeedStart], lanes: int | None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """``(params, mu, sigma)`` as ``Trainer.init`` takes them: the one seed's own (``lanes`` None),
+    or every array stacked along a new leading seed axis (a trainer built with ``lanes=len(starts)``)."""
+    if lanes is None:
+        if len(starts) != 1:
+            raise ValueError(f"{len(starts)} seeds need a trainer with lanes={len(starts)}; lanes=None takes one seed")
+        return starts[0].params, starts[0].mu, starts[0].sigma
+    if len(starts) != lanes:
+        raise ValueError(f"{len(starts)} seeds for a trainer with lanes={lanes}; give one seed per lane")
+    params = {k: np.stack([s.params[k] for s in starts]) for k in starts[0].params}
+    return params, np.stack([s.mu for s in starts]), np.stack([s.sigma for s in starts])
 
 
 def draw_batches(problem: Problem, rng: np.random.Generator, steps: int, batch_size: int,

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends import get_backend
-from backends.data import draw_batches, seed_streams
-from backends.init import init_params
+from backends.data import draw_batches, seed_start
 from backends.settings import TrainSettings
 from problems.core import Problem
 
@@ -46,10 +45,9 @@ class Replay:
 def replay(backend: str, problem: Problem, settings: TrainSettings, steps: int = 100, device: str = "cpu") -> Replay:
     """Run the first ``steps`` steps of the run ``settings`` describes, in one chunk."""
     trainer = get_backend(backend).trainer(problem, settings, get_backend(backend).resolve_device(device))
-    streams = seed_streams(settings.seed)
-    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
-    state = trainer.init(params, *problem.normalisation(streams["normalisation"]))
-    batches = draw_batches(problem, streams["batches"], steps + 1, settings.batch_size, settings.dtype)
+    start = seed_start(problem, settings)
+    state = trainer.init(start.params, start.mu, start.sigma)
+    batches = draw_batches(problem, start.batches, steps + 1, settings.batch_size, settings.dtype)
     state, out = trainer.train(state, [b[:steps] for b in batches], 0)
     losses, grads = trainer.gradients(state, [b[steps] for b in batches])
     return Replay(out.losses, out.weights, losses, grads, trainer.export(state))

@@ -16,9 +16,8 @@ import numpy as np
 
 from backends import get_backend
 from backends.checkpoint import Checkpoint, CheckpointMismatch, check_fits, one_seed, stack
-from backends.data import draw_batches, seed_streams
+from backends.data import draw_batches, initial_arrays, seed_start
 from backends.diagnostics import GradientRecord, gradient_histograms, gradient_statistics, parameter_keys, weighted
-from backends.init import init_params
 from backends.protocol import Trainer
 from backends.settings import TrainSettings
 from problems.core import Problem
@@ -157,12 +156,9 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
     first = settings[0]
     impl = get_backend(backend)
     device = impl.resolve_device(first.device)
-    streams = [seed_streams(s.seed) for s in settings]
-    layers, net = first.layers_for(problem), first.method_spec.net
-    params = [init_params(layers, net, st["init"]) for st in streams]
-    norms = [problem.normalisation(st["normalisation"]) for st in streams]
+    starts = [seed_start(problem, s) for s in settings]
     trainer = impl.trainer(problem, first, device) if lanes is None else impl.trainer(problem, first, device, lanes)
-    state = trainer.init(*_lanes_of([params, [mu for mu, _ in norms], [sigma for _, sigma in norms]], lanes))
+    state = trainer.init(*initial_arrays(starts, lanes))
     can_checkpoint = hasattr(trainer, "snapshot") and hasattr(trainer, "restore")
     if resume is not None:
         if not can_checkpoint:
@@ -178,10 +174,10 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
 
     n = len(settings)
     results = [TrainResult() for _ in settings]
-    keys = parameter_keys(params[0], "weights")
+    keys = parameter_keys(starts[0].params, "weights")
     if gradient_every > 0:
         for result in results:
-            result.gradients = GradientRecord(names, tuple(keys), tuple(int(params[0][k].size) for k in keys))
+            result.gradients = GradientRecord(names, tuple(keys), tuple(int(starts[0].params[k].size) for k in keys))
         blank = dict.fromkeys(gradient_statistics([{k: np.ones(1) for k in keys}] * len(names), names, keys), float("nan"))
     done = [0] * n  # steps each seed has taken (a diverged seed stops counting)
     diverged_at: list[int | None] = [None] * n
@@ -196,7 +192,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
         compile_seconds += c0.compile_seconds
         resumed_at = [*c0.resumed_at, c0.step]
         for i, c in enumerate(resume):
-            streams[i]["batches"].bit_generator.state = c.batches
+            starts[i].batches.bit_generator.state = c.batches
             done[i], diverged_at[i] = c.done, c.diverged_at
             results[i].history = [dict(row) for row in c.history]
             if gradient_every > 0 and c.gradients is not None:
@@ -205,7 +201,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
     last_checkpoint = wall0
     while total < first.steps and any(d is None for d in diverged_at):
         steps = min(chunk, first.steps - total)
-        per_seed = [draw_batches(problem, st["batches"], steps, first.batch_size, first.dtype) for st in streams]
+        per_seed = [draw_batches(problem, st.batches, steps, first.batch_size, first.dtype) for st in starts]
         batches = per_seed[0] if lanes is None else [np.stack(b) for b in zip(*per_seed)]
         t0 = time.perf_counter()
         state, out = trainer.train(state, batches, total)
@@ -248,7 +244,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
             for i in range(n):
                 on_checkpoint(i, Checkpoint(
                     step=total, state=one_seed(snapshot, None if lanes is None else i),
-                    batches=streams[i]["batches"].bit_generator.state, done=done[i], diverged_at=diverged_at[i],
+                    batches=starts[i].batches.bit_generator.state, done=done[i], diverged_at=diverged_at[i],
                     seconds=seconds, executed=executed, chunk_ms=list(chunk_ms), wall=wall,
                     compile_seconds=compile_seconds, history=[dict(row) for row in results[i].history],
                     gradients=results[i].gradients, resumed_at=list(resumed_at), lanes=lanes))
@@ -260,7 +256,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
         final = result.history[-1]
         mine = exported if lanes is None else {k: v[i] for k, v in exported.items()}
         # with the input normalisation, the parameters alone reproduce the network (backends.jets)
-        result.params = {**mine, "norm_mu": norms[i][0], "norm_sigma": norms[i][1]}
+        result.params = {**mine, "norm_mu": starts[i].mu, "norm_sigma": starts[i].sigma}
         result.summary = {
             "steps": done[i],
             "error": final[problem.primary_metric],
@@ -323,12 +319,6 @@ def _check_history_fits(resume: Sequence[Checkpoint], columns: list[str]) -> Non
         raise CheckpointMismatch("the checkpoint's history has other columns than this run logs")
 
 
-def _lanes_of(per_seed: list[list[Any]], lanes: int | None) -> list[Any]:
-    """Each per-seed list as the trainer takes it: the one item, or numpy arrays stacked along a new seed axis."""
-    if lanes is None:
-        return [items[0] for items in per_seed]
-    return [{k: np.stack([d[k] for d in items]) for k in items[0]} if isinstance(items[0], dict)
-            else np.stack(items) for items in per_seed]
 
 
 def _gradient_record(trainer: Trainer, state: Any, per_seed: list[list[np.ndarray]], weights: np.ndarray,

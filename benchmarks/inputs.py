@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from backends import get_backend
-from backends.data import draw_batches, seed_streams
-from backends.init import init_params
+from backends.data import draw_batches, seed_start
 from backends.settings import TrainSettings
 from problems import get_problem
 from problems.core import Problem
@@ -78,12 +77,10 @@ def prepare(problem_name: str, method: str, target: str, *, chunk: int, pool: in
     impl, device = backend_for(target)
     problem = get_problem(problem_name)
     settings = settings_for(method, target, log_every=chunk)
-    streams = seed_streams(settings.seed)
-    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
-    mu, sigma = problem.normalisation(streams["normalisation"])
+    start = seed_start(problem, settings)
     trainer = impl.trainer(problem, settings, device)
-    state = trainer.init(params, mu, sigma)
-    batches = draw_batches(problem, streams["batches"], max(pool, chunk), settings.batch_size, settings.dtype)
+    state = trainer.init(start.params, start.mu, start.sigma)
+    batches = draw_batches(problem, start.batches, max(pool, chunk), settings.batch_size, settings.dtype)
     seconds = trainer.warmup(state, [b[:chunk] for b in batches])
     return Prepared(problem, settings, trainer, state, batches, seconds)
 

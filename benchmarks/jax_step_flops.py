@@ -19,6 +19,7 @@ under ``main()``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from datetime import datetime, timezone
@@ -37,23 +38,17 @@ def _case(name: str):
 
 def _compiled(case: str, method: str, lanes: int | None, steps: int):
     """A warmed-up trainer for ``case``, its initial state and a chunk of ``steps`` batches."""
-    from backends.data import draw_batches, seed_streams
-    from backends.init import init_params
+    from backends.data import draw_batches, initial_arrays, seed_start
     from backends.jax.trainer import JaxTrainer
     from backends.settings import TrainSettings
 
     problem = _case(case)
     settings = TrainSettings(method=method, steps=steps, log_every=steps, device="cpu")
     trainer = JaxTrainer(problem, settings, "cpu", lanes)
-    streams = [seed_streams(s) for s in range(lanes or 1)]
-    params = [init_params(settings.layers_for(problem), settings.method_spec.net, st["init"]) for st in streams]
-    norms = [problem.normalisation(st["normalisation"]) for st in streams]
+    starts = [seed_start(problem, dataclasses.replace(settings, seed=s)) for s in range(lanes or 1)]
+    state = trainer.init(*initial_arrays(starts, lanes))
     batches = draw_batches(problem, np.random.default_rng(0), steps, settings.batch_size, settings.dtype)
-    if lanes is None:
-        state = trainer.init(params[0], *norms[0])
-    else:
-        state = trainer.init({k: np.stack([p[k] for p in params]) for k in params[0]},
-                             np.stack([mu for mu, _ in norms]), np.stack([sigma for _, sigma in norms]))
+    if lanes is not None:
         batches = [np.stack([b] * lanes) for b in batches]
     trainer.warmup(state, batches)
     return trainer, state, batches

@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 
 from backends import get_backend
-from backends.data import draw_batches, seed_streams
+from backends.data import draw_batches, seed_start
 from backends.diagnostics import (PARAMETER_SETS, GradientRecord, dense_spectrum, gradient_histograms,
                                   gradient_statistics, hessian_operator, largest_eigenvalue, parameter_keys, weighted)
-from backends.init import init_params
 from backends.settings import TrainSettings
 from problems import get_problem
 from problems.errors import UsageError, require_positive, unknown_choice
@@ -152,20 +151,19 @@ def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = 
     settings = TrainSettings(method=plan.method, steps=experiment.steps, batch_size=experiment.batch_size, seed=seed,
                              width=experiment.width, depth=experiment.depth, log_every=chunk)
     impl = get_backend(backend)
-    streams = seed_streams(seed)
-    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
-    mu, sigma = problem.normalisation(streams["normalisation"])
+    start = seed_start(problem, settings)
+    params, mu, sigma = start.params, start.mu, start.sigma
     trainer = impl.trainer(problem, settings, impl.resolve_device(settings.device))
     state = trainer.init(params, mu, sigma)
     names = problem.term_names()
     x_test = problem.test_grid()
     ref = problem.reference(x_test)
-    fixed = draw_batches(problem, streams["batches"], 1, settings.batch_size, settings.dtype) if experiment.full_batch else None
+    fixed = draw_batches(problem, start.batches, 1, settings.batch_size, settings.dtype) if experiment.full_batch else None
 
     def batches_for(steps: int) -> list[np.ndarray]:
         if fixed is not None:  # full batch: the same points at every step
             return [np.repeat(b, steps, axis=0) for b in fixed]
-        return draw_batches(problem, streams["batches"], steps, settings.batch_size, settings.dtype)
+        return draw_batches(problem, start.batches, steps, settings.batch_size, settings.dtype)
 
     chunk = min(chunk, settings.steps)
     compile_seconds = trainer.warmup(state, draw_batches(problem, np.random.default_rng(12345), chunk,

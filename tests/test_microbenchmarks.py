@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from backends import get_backend
-from backends.data import draw_batches, seed_streams
-from backends.init import init_params
+from backends.data import draw_batches, seed_start
 from backends.settings import TrainSettings
 from problems import get_problem
 
@@ -28,12 +27,10 @@ def _prepare(backend: str, compile: bool):
     """A warmed-up Helmholtz M2 trainer on the CPU, its state and one step's batches (built once per module)."""
     problem = get_problem("helmholtz")
     settings = TrainSettings(method="M2", steps=1000, log_every=1, device="cpu", compile=compile)
-    streams = seed_streams(settings.seed)
-    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
-    mu, sigma = problem.normalisation(streams["normalisation"])
+    start = seed_start(problem, settings)
     trainer = get_backend(backend).trainer(problem, settings, "cpu")
-    state = trainer.init(params, mu, sigma)
-    batches = draw_batches(problem, streams["batches"], 1, settings.batch_size, settings.dtype)
+    state = trainer.init(start.params, start.mu, start.sigma)
+    batches = draw_batches(problem, start.batches, 1, settings.batch_size, settings.dtype)
     trainer.warmup(state, batches)
     return problem, settings, trainer, state, batches
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends.data import seed_streams
+from backends.data import seed_start
 from backends.init import init_params
 from suite.campaign import expand, load_campaign, parse_campaign
 from suite.execute import run_one
@@ -129,9 +129,8 @@ def test_gated_prediction_equals_the_trainers(tmp_path, method, gate):
     problem_name = spec.problem
     from problems import get_problem
     problem = get_problem(problem_name)
-    streams = seed_streams(settings.seed)
-    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
-    mu, sigma = problem.normalisation(streams["normalisation"])
+    start = seed_start(problem, settings)
+    params, mu, sigma = start.params, start.mu, start.sigma
     record = RunRecord.create(tmp_path, spec.config, {"command": ["test"]})
     record.finish("complete", {"steps": 0}, {**{k: v.astype(np.float32) for k, v in params.items()},
                                              "loss_weights": np.ones(3, np.float32)})  # no norm_mu: older records

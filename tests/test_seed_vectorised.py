@@ -150,3 +150,22 @@ def test_a_vectorised_campaign_stores_the_runs_of_a_sequential_one(tmp_path, bac
         assert history.filter(like="grad_max_residual").iloc[-1].notna().all()
         errors[lanes] = runs.set_index("key").loc[[s.key for s in specs], "error"].to_numpy()
     np.testing.assert_allclose(errors[3], errors[1], rtol=1e-9)
+
+
+def test_stacked_seed_starts_keep_each_seeds_own_arrays():
+    """Lane i of the stacked initial arrays is seed i's start; the seeds differ, and one seed is not stacked."""
+    from backends.data import initial_arrays, seed_start
+
+    problem = get_problem("klein-gordon")
+    starts = [seed_start(problem, TrainSettings(method="M3", seed=s, **TINY)) for s in (0, 1, 2)]
+    params, mu, sigma = initial_arrays(starts, lanes=3)
+    for i, start in enumerate(starts):
+        assert all(np.array_equal(params[k][i], start.params[k]) for k in start.params)
+        assert np.array_equal(mu[i], start.mu) and np.array_equal(sigma[i], start.sigma)
+    assert not np.array_equal(params["W0"][0], params["W0"][1]) and not np.array_equal(mu[0], mu[1])
+    one = initial_arrays(starts[:1], lanes=None)
+    assert one[0] is starts[0].params and one[0]["W0"].shape == starts[0].params["W0"].shape
+    with pytest.raises(ValueError, match="lanes=3"):
+        initial_arrays(starts, lanes=None)  # several seeds need a trainer with lanes
+    with pytest.raises(ValueError, match="one seed per lane"):
+        initial_arrays(starts, lanes=2)

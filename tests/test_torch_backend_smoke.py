@@ -11,8 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from backends.data import draw_batches, seed_streams
-from backends.init import init_params
+from backends.data import draw_batches, seed_start
 from backends.settings import TrainSettings
 from problems import get_problem
 from problems.errors import UsageError
@@ -27,10 +26,9 @@ def start(settings=TINY, problem_name="poisson1d"):
     """A trainer, its initial state and 12 steps of batches for ``settings``."""
     problem = get_problem(problem_name)
     trainer = trainer_module.TorchBackend().trainer(problem, settings, "cpu")
-    streams = seed_streams(settings.seed)
-    params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
-    state = trainer.init(params, *problem.normalisation(streams["normalisation"]))
-    batches = draw_batches(problem, streams["batches"], 12, settings.batch_size, settings.dtype)
+    start = seed_start(problem, settings)
+    state = trainer.init(start.params, start.mu, start.sigma)
+    batches = draw_batches(problem, start.batches, 12, settings.batch_size, settings.dtype)
     return trainer, state, batches
 
 

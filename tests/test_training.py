@@ -7,8 +7,7 @@ import pytest
 
 from backends import get_backend
 from backends.adam import adam_update, learning_rate
-from backends.data import draw_batches, seed_streams
-from backends.init import init_params
+from backends.data import draw_batches, seed_start
 from backends.settings import TrainSettings
 from backends.training import train
 from problems import get_problem
@@ -32,10 +31,9 @@ def test_lambda_changes_only_every_n_steps_after_the_step(backend):
     settings = TrainSettings(method="M2", steps=30, log_every=30, width=10, depth=2, anneal_every=10, compile=False)
     impl = get_backend(backend)
     trainer = impl.trainer(problem, settings, "cpu")
-    streams = seed_streams(0)
-    state = trainer.init(init_params(settings.layers_for(problem), "mlp", streams["init"]),
-                         *problem.normalisation(streams["normalisation"]))
-    _, out = trainer.train(state, draw_batches(problem, streams["batches"], 30, 128, "float32"), 0)
+    start = seed_start(problem, settings)
+    state = trainer.init(start.params, start.mu, start.sigma)
+    _, out = trainer.train(state, draw_batches(problem, start.batches, 30, 128, "float32"), 0)
     changed = np.flatnonzero(np.any(np.diff(np.vstack([np.ones(3), out.weights]), axis=0) != 0, axis=1))
     assert changed.tolist() == [0, 10, 20]  # updated after steps 0, 10, 20 (spec 3.2.5)
     assert np.all(out.weights[:, 0] == 1)  # the residual weight stays 1
@@ -101,10 +99,9 @@ def test_lambda_after_step_0_uses_the_post_step_gradients_of_that_batch(backend)
     problem = get_problem("helmholtz")
     settings = TrainSettings(method="M2", width=10, depth=2, dtype="float64", compile=False)
     trainer = get_backend(backend).trainer(problem, settings, "cpu")
-    streams = seed_streams(0)
-    state = trainer.init(init_params(settings.layers_for(problem), "mlp", streams["init"]),
-                         *problem.normalisation(streams["normalisation"]))
-    batches = draw_batches(problem, streams["batches"], 1, 128, "float64")
+    start = seed_start(problem, settings)
+    state = trainer.init(start.params, start.mu, start.sigma)
+    batches = draw_batches(problem, start.batches, 1, 128, "float64")
     before_losses, before_grads = trainer.gradients(state, [b[0] for b in batches])
     state, out = trainer.train(state, batches, 0)
     _, after_grads = trainer.gradients(state, [b[0] for b in batches])
