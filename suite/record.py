@@ -138,12 +138,11 @@ class RunRecord:
         With ``resume`` (the run's checkpoint), the history is rewritten up to the checkpoint, the
         manifest lists the processes before this one (:func:`_resumed_manifest`) and the
         checkpoint file is kept (until a newer one replaces it); otherwise the history starts
-        afresh and so does the checkpoint, unless ``keep_checkpoint`` (a record that only says why
-        a run could not start must not cost it its checkpoint).
+        afresh and so does the checkpoint.
 
-        A record that only says why a run could not start (``keep_checkpoint``) also keeps an
-        earlier manifest: it names the processes that trained the run so far, which the next
-        process to go on from the checkpoint lists (:func:`_resumed_manifest`).
+        ``keep_checkpoint`` is for a record that only says why a run could not start: it must not
+        cost the run its checkpoint, nor the earlier manifest that names the processes that trained
+        it so far (the next process to go on from the checkpoint lists them, :func:`_resumed_manifest`).
 
         Raises:
             UsageError: the directory already holds a done run (complete or diverged) and ``force`` is False.
