@@ -33,7 +33,8 @@ from suite.presets import PRESETS
 from suite.progress import Progress
 from suite.diagnose_command import add_diagnose_command
 from suite.reference import add_reference_command
-from suite.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name, save_checkpoint, save_gradients
+from suite.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name
+from suite.recording import Recording
 from suite.store import DEFAULT_STORE, Store, gather, write_tables
 
 
@@ -207,30 +208,32 @@ def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunRecord, *, quiet: bool,
            gradient_every: int = 0, resume: Checkpoint | None = None, checkpoint_every: float = 0.0) -> TrainResult:
-    """Train (going on from ``resume`` if given), writing each history row to ``record`` and the
-    progress bar, and a checkpoint every ``checkpoint_every`` seconds (0: none); an exception marks the record."""
-    metric = problem.primary_metric
-    progress = Progress(settings.steps, metric, quiet=quiet)
-    last: dict[str, Any] = dict(resume.history[-1]) if resume is not None and resume.history else {}
+    """Train (going on from ``resume`` if given) into ``record``: each history row (and the progress
+    bar), a checkpoint every ``checkpoint_every`` seconds (0: none), and how it ended (the summary).
 
-    def on_log(row: dict[str, Any]) -> None:
-        record.history.append(row)
-        progress.update(row)
-        last.update(row)
-
+    Raises:
+        CheckpointMismatch: ``resume`` does not fit ``settings``; the record is left for a fresh start.
+        KeyboardInterrupt, or whatever training raised: after the record is finished as ``interrupted``
+            or ``failed``.
+    """
+    progress = Progress(settings.steps, problem.primary_metric, quiet=quiet)
+    recording = Recording([record], problem.primary_metric, None if resume is None else [resume],
+                          on_row=lambda _, row: progress.update(row))
     try:
-        return training.train(problem, settings, backend, on_log, gradient_every=gradient_every, resume=resume,
-                              on_checkpoint=None if checkpoint_every <= 0 else (lambda c: save_checkpoint(record.path, c)),
-                              checkpoint_every=checkpoint_every)
+        result = training.train(problem, settings, backend, lambda row: recording.on_log(0, row),
+                                gradient_every=gradient_every, resume=resume,
+                                on_checkpoint=None if checkpoint_every <= 0 else (lambda c: recording.on_checkpoint(0, c)),
+                                checkpoint_every=checkpoint_every)
+    except CheckpointMismatch:
+        recording.abandon()
+        raise
     except BaseException as exc:
-        partial = {"steps": last.get("step", 0), "error": last.get(metric), "metric": metric}
-        if isinstance(exc, KeyboardInterrupt):
-            record.finish("interrupted", partial)
-        else:
-            record.finish("failed", {**partial, "failure": f"{type(exc).__name__}: {exc}"})
+        recording.stop(exc)
         raise
     finally:
         progress.close()
+    recording.finish([result])
+    return result
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -276,14 +279,10 @@ def _run_locked(args: argparse.Namespace, problem: Problem, settings: TrainSetti
         return 130
 
     summary = result.summary
-    if result.gradients is not None and result.gradients.steps:
-        save_gradients(record.path, result.gradients)
     if summary["diverged"]:
-        record.finish("diverged", summary, result.params)
         print(f"gradpath: error: run diverged at step {summary['diverged_at_step']}: "
               f"{_non_finite_loss(result.history[-1])}; recorded in {record.path / SUMMARY}", file=sys.stderr)
         return 1
-    record.finish("complete", summary, result.params)
     print(f"{args.problem} {settings.method} {args.backend} seed {settings.seed}: {summary['metric']} "
           f"{summary['error']:.3e} after {summary['steps']} steps, {summary['ms_per_step']:.3g} ms/step, "
           f"compile {summary['compile_seconds']:.1f} s; record in {record.path}")

@@ -20,7 +20,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ from backends.checkpoint import Checkpoint, CheckpointMismatch
 from problems import get_problem
 from suite.campaign import RunSpec
 from suite.manifest import manifest
-from suite.record import DONE, SUMMARY, RunRecord, load_checkpoint, save_checkpoint, save_gradients, write_json
+from suite.record import DONE, SUMMARY, RunRecord, load_checkpoint, write_json
+from suite.recording import Recording
 from suite.store import Store
 
 if TYPE_CHECKING:
@@ -106,63 +106,33 @@ def run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) ->
 
 def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
            resume: list[Checkpoint] | None = None) -> list[dict[str, Any]]:
-    # the newest row of each run, for the partial summary of a run that stops
-    last: list[dict[str, Any]] = [{} for _ in specs] if resume is None else \
-        [dict(c.history[-1]) if c.history else {} for c in resume]
-    records: list[RunRecord] = []
-    problem = None
+    recording = Recording([], resume=resume)
     try:
         spec = specs[0]
         problem = get_problem(spec.problem, **spec.parameters)
+        recording.metric = problem.primary_metric
         settings = [s.train_settings() for s in specs]
         backend = get_backend(spec.backend)
         device = backend.resolve_device(settings[0].device)
         for i, (s, one) in enumerate(zip(settings, specs)):
-            records.append(RunRecord.create(store.root, one.config, manifest(backend, device, s.seed, argv),
-                                            force=True, resume=None if resume is None else resume[i]))
-
-        def on_log(i: int, row: dict[str, Any]) -> None:
-            records[i].history.append(row)
-            last[i].update(row)
-
-        def on_checkpoint(i: int, checkpoint: Checkpoint) -> None:
-            # it holds the history so far: a resumed run rewrites history.csv from it
-            save_checkpoint(records[i].path, checkpoint)
-
-        results = training.train_seeds(problem, settings, spec.backend, on_log, gradient_every=GRADIENT_EVERY,
-                                       resume=resume, on_checkpoint=on_checkpoint, checkpoint_every=CHECKPOINT_EVERY)
+            recording.records.append(RunRecord.create(store.root, one.config, manifest(backend, device, s.seed, argv),
+                                                      force=True, resume=None if resume is None else resume[i]))
+        results = training.train_seeds(problem, settings, spec.backend, recording.on_log, gradient_every=GRADIENT_EVERY,
+                                       resume=resume, on_checkpoint=recording.on_checkpoint,
+                                       checkpoint_every=CHECKPOINT_EVERY)
     except CheckpointMismatch:
         if resume is None:
             raise
-        for record in records:  # this gradpath cannot go on from them: train afresh instead
-            record.history.close()
+        recording.abandon()  # this gradpath cannot go on from these checkpoints: train afresh instead
         return _train(specs, store, argv, t0)
     except (Exception, KeyboardInterrupt) as exc:
-        metric = getattr(problem, "primary_metric", None)
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        message = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}".splitlines()[0]
-        outcomes = []
-        for i, one in enumerate(specs):
-            if i >= len(records):  # failed before training: still leave a record that says why
-                records.append(RunRecord.create(store.root, one.config, {"command": ["gradpath", *argv]}, force=True,
-                                                keep_checkpoint=True))
-            partial = {"steps": last[i].get("step", 0), "error": last[i].get(metric) if metric else None,
-                       "metric": metric}
-            if interrupted:
-                records[i].finish("interrupted", partial)
-                outcomes.append(_outcome(one, "interrupted", t0, message, partial))
-            else:
-                records[i].finish("failed", {**partial, "failure": message, "traceback": traceback.format_exc()})
-                outcomes.append(_outcome(one, "failed", t0, message, partial))
-        return outcomes
-    outcomes = []
-    for one, record, result in zip(specs, records, results):
-        if result.gradients is not None and result.gradients.steps:
-            save_gradients(record.path, result.gradients)
-        status = "diverged" if result.summary["diverged"] else "complete"
-        record.finish(status, result.summary, result.params)
-        outcomes.append(_outcome(one, status, t0, "", result.summary))
-    return outcomes
+        for one in specs[len(recording.records):]:  # failed before training: still leave a record that says why
+            recording.records.append(RunRecord.create(store.root, one.config, {"command": ["gradpath", *argv]},
+                                                      force=True, keep_checkpoint=True))
+        status, message = recording.stop(exc)
+        return [_outcome(one, status, t0, message, recording.partial(i)) for i, one in enumerate(specs)]
+    statuses = recording.finish(results)
+    return [_outcome(one, status, t0, "", result.summary) for one, status, result in zip(specs, statuses, results)]
 
 
 def seed_groups(specs: Sequence[RunSpec], lanes: int) -> list[list[RunSpec]]:

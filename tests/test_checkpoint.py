@@ -14,7 +14,7 @@ from backends.checkpoint import Checkpoint, CheckpointMismatch
 from backends.settings import TrainSettings
 from backends.training import train_seeds
 from problems import get_problem
-from suite import execute
+from suite import execute, recording
 from suite.campaign import expand, parse_campaign
 from suite.record import CHECKPOINT, HISTORY, MANIFEST, SUMMARY, load_checkpoint, save_checkpoint
 from suite.store import Store
@@ -106,14 +106,14 @@ def _specs(steps=40):
 def _interrupt_after(monkeypatch, step):
     """Make the campaign's checkpoints come after every chunk and 'kill' the job after the one at ``step``."""
     monkeypatch.setattr(execute, "CHECKPOINT_EVERY", 0.0)
-    real = execute.save_checkpoint
+    real = recording.save_checkpoint
 
     def save_then_stop(directory, checkpoint):
         real(directory, checkpoint)
         if checkpoint.step == step and str(directory).endswith(_specs()[-1].name):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(execute, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(recording, "save_checkpoint", save_then_stop)
 
 
 def _stopped_campaign_job(tmp_path, monkeypatch):
@@ -204,7 +204,7 @@ def _stopped_at_step_20(monkeypatch, command: list[str]) -> None:
     """Run ``command`` (gradpath run) until its checkpoint at step 20 is saved, then Ctrl-C it."""
     from suite import cli
 
-    real = cli.save_checkpoint
+    real = recording.save_checkpoint
 
     def save_then_stop(directory, checkpoint):
         real(directory, checkpoint)
@@ -212,7 +212,7 @@ def _stopped_at_step_20(monkeypatch, command: list[str]) -> None:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "save_checkpoint", save_then_stop)
+        patch.setattr(recording, "save_checkpoint", save_then_stop)
         assert cli.main(command) == 130
 
 

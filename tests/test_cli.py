@@ -205,3 +205,6 @@ def test_a_bug_keeps_its_traceback_and_marks_the_run_failed(monkeypatch, tmp_pat
     (run,) = _runs(tmp_path)
     summary = json.loads((run / SUMMARY).read_text())
     assert summary["status"] == "failed" and summary["failure"] == "RuntimeError: a bug"
+    # the record says where, as a campaign worker's does (both keep records through suite.recording)
+    assert "Traceback" in summary["traceback"] and "a bug" in summary["traceback"]
+    assert summary["steps"] == 10 and summary["metric"] == "rel_l2"
