@@ -4,15 +4,12 @@ input normalisation and the training points."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backends.init import init_params
+from backends.settings import TrainSettings
 from problems.core import Problem
-
-if TYPE_CHECKING:  # annotations only: backends.settings needs nothing from here
-    from backends.settings import TrainSettings
 
 
 def seed_streams(seed: int) -> dict[str, np.random.Generator]:
@@ -29,7 +26,7 @@ class SeedStart:
     Attributes:
         params: initial parameters by name (float64, :func:`backends.init.init_params`).
         mu, sigma: input normalisation, from the seed's own residual points.
-        batches: the seed's batch stream, untouched: :func:`draw_batches` draws from it.
+        batches: the seed's batch stream, fresh (nothing drawn from it yet): :func:`draw_batches` draws from it.
     """
 
     params: dict[str, np.ndarray]
@@ -48,6 +45,12 @@ def seed_start(problem: Problem, settings: TrainSettings) -> SeedStart:
     params = init_params(settings.layers_for(problem), settings.method_spec.net, streams["init"])
     mu, sigma = problem.normalisation(streams["normalisation"])
     return SeedStart(params, mu, sigma, streams["batches"])
+
+
+def seed_normalisation(problem: Problem, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input mean and standard deviation that ``seed`` gives ``problem`` (as :func:`seed_start`),
+    for a run whose saved parameters predate storing them."""
+    return problem.normalisation(seed_streams(seed)["normalisation"])
 
 
 def initial_arrays(starts: list[SeedStart], lanes: int | None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

@@ -319,8 +319,6 @@ def _check_history_fits(resume: Sequence[Checkpoint], columns: list[str]) -> Non
         raise CheckpointMismatch("the checkpoint's history has other columns than this run logs")
 
 
-
-
 def _gradient_record(trainer: Trainer, state: Any, per_seed: list[list[np.ndarray]], weights: np.ndarray,
                          names: Sequence[str], keys: Sequence[str],
                          lanes: int | None) -> list[tuple[dict[str, float], np.ndarray]]:

@@ -224,8 +224,11 @@ def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunR
                                 gradient_every=gradient_every, resume=resume,
                                 on_checkpoint=None if checkpoint_every <= 0 else (lambda c: recording.on_checkpoint(0, c)),
                                 checkpoint_every=checkpoint_every)
-    except CheckpointMismatch:
-        recording.abandon()
+    except CheckpointMismatch as exc:
+        if resume is None:  # not the checkpoint's fault: a failure like any other
+            recording.stop(exc)
+        else:
+            recording.abandon()
         raise
     except BaseException as exc:
         recording.stop(exc)

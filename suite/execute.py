@@ -126,10 +126,12 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
         recording.abandon()  # this gradpath cannot go on from these checkpoints: train afresh instead
         return _train(specs, store, argv, t0)
     except (Exception, KeyboardInterrupt) as exc:
-        for one in specs[len(recording.records):]:  # failed before training: still leave a record that says why
+        created = len(recording.records)
+        status, message = recording.stop(exc)  # first the records that exist: they may hold training
+        for one in specs[created:]:  # failed before training: still leave a record that says why
             recording.records.append(RunRecord.create(store.root, one.config, {"command": ["gradpath", *argv]},
                                                       force=True, keep_checkpoint=True))
-        status, message = recording.stop(exc)
+        recording.stop(exc, first=created)
         return [_outcome(one, status, t0, message, recording.partial(i)) for i, one in enumerate(specs)]
     statuses = recording.finish(results)
     return [_outcome(one, status, t0, "", result.summary) for one, status, result in zip(specs, statuses, results)]

@@ -38,7 +38,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatterSciNotation, ScalarFormatter
 
-from backends.data import seed_streams
+from backends.data import seed_normalisation
 from backends.losses import derivatives
 from backends.methods import METHODS
 from problems import get_problem, problem_class
@@ -427,7 +427,7 @@ def run_prediction(run_dir: str | Path) -> tuple[Problem, np.ndarray, np.ndarray
     if "norm_mu" in arrays and "norm_sigma" in arrays:
         mu, sigma, source = arrays["norm_mu"], arrays["norm_sigma"], "params.npz"
     else:  # the training loop draws them from the seed's own stream; recompute them the same way
-        mu, sigma = problem.normalisation(seed_streams(int(settings["seed"]))["normalisation"])
+        mu, sigma = seed_normalisation(problem, int(settings["seed"]))
         source = "recomputed from the seed"
     params = {k: v for k, v in arrays.items() if k[0] in "WbEc" and k[1:].isdigit()}
     x = problem.test_grid()

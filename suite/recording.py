@@ -2,7 +2,7 @@
 
 `gradpath run` (one seed, with a progress bar) and campaign workers (seeds vectorised) both keep
 their records through a :class:`Recording`, so a run that completes, diverges, fails or is
-interrupted leaves the same files and the same summary whichever command trained it.
+interrupted ends with the same status and summary fields whichever command trained it.
 """
 
 from __future__ import annotations
@@ -63,21 +63,22 @@ class Recording:
         for record in self.records:
             record.history.close()
 
-    def stop(self, exc: BaseException) -> tuple[str, str]:
-        """Finish every record after ``exc`` ended training: ``interrupted`` (Ctrl-C) or ``failed``
-        (anything else, with the message and traceback). The history written so far, and the last
-        checkpoint, stay. Call it inside the ``except`` block, where the traceback is current.
+    def stop(self, exc: BaseException, first: int = 0) -> tuple[str, str]:
+        """Finish the records from index ``first`` on after ``exc`` ended training: ``interrupted``
+        (Ctrl-C) or ``failed`` (anything else, with the exception's first line and its traceback).
+        The history written so far, and the last checkpoint, stay.
 
         Returns:
             ``(status, one-line message)``.
         """
         if isinstance(exc, KeyboardInterrupt):
-            for i, record in enumerate(self.records):
-                record.finish("interrupted", self.partial(i))
+            for i in range(first, len(self.records)):
+                self.records[i].finish("interrupted", self.partial(i))
             return "interrupted", "interrupted"
         message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        for i, record in enumerate(self.records):
-            record.finish("failed", {**self.partial(i), "failure": message, "traceback": traceback.format_exc()})
+        where = "".join(traceback.format_exception(exc))
+        for i in range(first, len(self.records)):
+            self.records[i].finish("failed", {**self.partial(i), "failure": message, "traceback": where})
         return "failed", message
 
     def finish(self, results: Sequence[TrainResult]) -> list[str]:
