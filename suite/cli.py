@@ -1,5 +1,6 @@
 """The ``gradpath`` command: ``list`` what can be run, ``run`` one training and record it, ``campaign`` runs
-many into a store, ``reproduce`` runs a preset and writes its tables and report, ``report`` rebuilds those.
+many into a store, ``reproduce`` runs a preset and writes its tables and report, ``report`` rebuilds those,
+``restore`` rebuilds a store's records from the tables a report wrote.
 
 Exit codes: 0 success; 1 the run diverged (``run``) or some run failed (``campaign``, ``reproduce``);
 2 a usage error (one line on stderr, no traceback); 130 interrupted. Only :func:`main` turns a
@@ -170,10 +171,19 @@ def _add_campaign_commands(commands) -> None:
         "report", help="rebuild a preset's tables and REPORT.md from the store, without training",
         description="Write results/<preset>/ from the runs the store holds; missing runs are listed as missing.")
     report.set_defaults(command=cmd_report)
-    for sub in (reproduce, report):
+    restore = commands.add_parser(
+        "restore", help="rebuild a store's records of a preset from the tables a report published",
+        description="Write into the store a record of every run of the preset that RESULTS (a directory "
+                    "`gradpath report` wrote: runs.parquet, history.parquet) lists as complete or diverged, "
+                    "unless the store holds it already. A campaign then trains only the runs that are left.")
+    restore.set_defaults(command=cmd_restore)
+    restore.add_argument("--from", dest="results", metavar="RESULTS",
+                         help="results directory to restore from (default: results/<campaign name>)")
+    for sub in (reproduce, report, restore):
         sub.add_argument("--preset", required=True, metavar="NAME", help="a preset or a campaign .toml file")
+    for sub in (reproduce, report):
         sub.add_argument("--out", metavar="DIR", help="results directory (default: results/<campaign name>)")
-    for sub in (campaign, reproduce, report):
+    for sub in (campaign, reproduce, report, restore):
         sub.add_argument("--store", default=DEFAULT_STORE, metavar="DIR",
                          help=f"results store directory (default: {DEFAULT_STORE})")
     for sub in (campaign, reproduce):
@@ -354,6 +364,16 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
                          f"{args.preset}` first, or name the store with --store DIR")
     files = build_report(campaign, specs, store, _results_dir(args, campaign))
     print(f"wrote {len(files)} files to {files[-1].parent}: " + ", ".join(p.name for p in files))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from suite.restore import restore
+
+    campaign, specs = _plan(args.preset)
+    source = args.results or _results_dir(argparse.Namespace(out=None), campaign)
+    done = restore(specs, source, Store(args.store))
+    print(f"campaign {campaign.name}: {len(specs)} runs; from {source}: {done.line()}; store {args.store}")
     return 0
 
 

@@ -534,6 +534,11 @@ def solution_fields(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_
                 if chosen is None:
                     skipped.append(Skipped(f"{what}: {label}, {method}", "no complete run with a finite error"))
                     continue
+                if isinstance(chosen.get("restored_from"), str):
+                    skipped.append(Skipped(f"{what}: {label}, {method}",
+                                           f"its median run `{chosen['name']}` was restored from "
+                                           f"`{chosen['restored_from']}`, which keeps no parameters"))
+                    continue
                 try:
                     problem, x, pred, note = run_prediction(Path(store_root) / chosen["name"])
                 except (OSError, ValueError, KeyError, UsageError) as exc:

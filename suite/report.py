@@ -24,6 +24,7 @@ from suite.manifest import _git
 from suite.paper_comparison import comparison_section, device_names
 from suite.plots import FIGURES, Figure, Skipped, build_figures
 from suite.record import DONE
+from suite.restore import restored_counts
 from suite.store import Store, gather, write_tables
 from suite.tables import PAPER_STEPS, build_tables, cell_stats, table_markdown
 from suite.tables import write_tables as write_table_files
@@ -58,6 +59,9 @@ def _status_lines(runs: pd.DataFrame) -> list[str]:
         lines.append(f"  - `{row['name']}`: {row['status']}" + (f" ({why})" if isinstance(why, str) and why else ""))
     if len(bad) > 20:
         lines.append(f"  - ... and {len(bad) - 20} more (see runs.csv)")
+    for table, n in sorted(restored_counts(runs).items()):
+        lines.append(f"- {n} of them restored from `{table}` (`gradpath restore`): trained before the store "
+                     "that holds them now, whose records keep no parameters")
     return lines
 
 

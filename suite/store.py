@@ -3,7 +3,8 @@
 ``<store>/<problem>-<method>-<backend>-s<seed>-<hash>/`` is the same directory ``gradpath run
 --out <store>`` writes, so both find each other's runs. A run is *done* when its summary says
 ``complete`` or ``diverged`` and the record around it is sound (config matches the key, history
-readable up to the summary's step, parameters saved); anything else (missing, ``running`` after a
+readable up to the summary's step, parameters saved, unless the record was rebuilt by
+:mod:`suite.restore` from a published table, which keeps none); anything else (missing, ``running`` after a
 kill, ``failed``, ``interrupted``, unreadable) is redone. The summary is the last file a run
 writes, and every JSON file is replaced atomically, so a killed run is never mistaken for a done
 one. ``<store>/.locks/`` holds one lock file per run (``flock``, released by the kernel when its
@@ -94,7 +95,8 @@ def inspect_record(path: Path, config: Mapping[str, Any] | None = None) -> RunSt
             return RunState("corrupt", "history.csv ends before the summary's step")
     except (OSError, ValueError, KeyError) as exc:
         return RunState("corrupt", f"unreadable record ({type(exc).__name__}: {exc})")
-    if not zipfile.is_zipfile(path / PARAMS):
+    # a record rebuilt from a published runs table (suite.restore) has no parameters to check
+    if not zipfile.is_zipfile(path / PARAMS) and not summary.get("restored_from"):
         return RunState("corrupt", "params.npz missing or unreadable")
     return RunState(status)
 

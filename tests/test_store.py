@@ -225,3 +225,56 @@ def test_dry_run_tells_partial_runs_apart(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("done") and lines[1].startswith("redo (running)") and lines[2].startswith("to run")
     assert "6 runs, 1 done, 5 to run" in lines[-1]
+
+
+def test_restore_rebuilds_a_lost_store_from_the_published_tables(killed_then_resumed, capsys):
+    """A store lost with its machine comes back from results/<campaign>/ with every finished run:
+    the same runs table (plus where it came from), the same history, the same cell statistics,
+    and a campaign on it trains nothing."""
+    root, store, source = killed_then_resumed["root"], killed_then_resumed["store"], killed_then_resumed["source"]
+    published, rebuilt, again = root / "published", root / "rebuilt-store", root / "republished"
+    assert main(["report", "--preset", str(source), "--store", str(store), "--out", str(published)]) == 0
+    capsys.readouterr()
+    assert main(["restore", "--preset", str(source), "--from", str(published), "--store", str(rebuilt)]) == 0
+    assert "6 runs; from" in (out := capsys.readouterr().out) and "6 restored" in out
+    assert all(Store(rebuilt).state(spec).done for spec in killed_then_resumed["specs"])
+    assert main(["report", "--preset", str(source), "--store", str(rebuilt), "--out", str(again)]) == 0
+    before, after = pd.read_parquet(published / "runs.parquet"), pd.read_parquet(again / "runs.parquet")
+    assert set(after["restored_from"]) == {str(published / "runs.parquet")}
+    pd.testing.assert_frame_equal(before, after.drop(columns="restored_from"))
+    history = [pd.read_parquet(d / "history.parquet").sort_values(["key", "step"], ignore_index=True)
+               for d in (published, again)]
+    pd.testing.assert_frame_equal(*history)
+    assert (published / "poisson1d.csv").read_text() == (again / "poisson1d.csv").read_text()
+    report = (again / "REPORT.md").read_text()
+    assert "6 of them restored from" in report
+    assert "was restored from" in report and "keeps no parameters" in report  # the solution fields say why not
+    # restoring again keeps what the store holds; a campaign on the rebuilt store trains nothing
+    capsys.readouterr()
+    assert main(["restore", "--preset", str(source), "--from", str(published), "--store", str(rebuilt)]) == 0
+    assert "0 restored, 6 already in the store (kept)" in capsys.readouterr().out
+    assert main(["campaign", str(source), "--store", str(rebuilt), "--jobs", "1", "--quiet"]) == 0
+    assert "6 runs, 6 already done" in capsys.readouterr().out
+
+
+def test_restore_leaves_out_what_the_tables_cannot_rebuild(killed_then_resumed, tmp_path, capsys):
+    source, specs = killed_then_resumed["source"], killed_then_resumed["specs"]
+    published = tmp_path / "published"
+    assert main(["report", "--preset", str(source), "--store", str(killed_then_resumed["store"]),
+                 "--out", str(published)]) == 0
+    runs = pd.read_parquet(published / "runs.parquet")
+    runs.loc[runs["key"] == specs[0].key, "status"] = "interrupted"  # not finished: trained again
+    runs.to_parquet(published / "runs.parquet", index=False)
+    history = pd.read_parquet(published / "history.parquet")
+    history[history["key"] != specs[1].key].to_parquet(published / "history.parquet", index=False)
+    capsys.readouterr()
+    rebuilt = tmp_path / "store"
+    assert main(["restore", "--preset", str(source), "--from", str(published), "--store", str(rebuilt)]) == 0
+    out = capsys.readouterr().out
+    assert "4 restored" in out and "1 not finished in the table" in out and "1 finished without a history" in out
+    states = [Store(rebuilt).state(spec) for spec in specs]
+    assert [s.status for s in states[:2]] == ["missing", "missing"] and all(s.done for s in states[2:])
+    # a directory without the tables: one line naming what is missing and what to name instead
+    assert main(["restore", "--preset", str(source), "--from", str(tmp_path), "--store", str(rebuilt)]) == 2
+    err = capsys.readouterr().err
+    assert "has no runs.parquet or history.parquet" in err and "gradpath report" in err
