@@ -20,6 +20,7 @@ with the paper's settings apart from width and depth, this prints:
 from __future__ import annotations
 
 import argparse
+import json
 import itertools
 from pathlib import Path
 
@@ -27,10 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from backends.data import seed_normalisation
 from backends.settings import TrainSettings
-from problems import problem_class
+from problems import get_problem, problem_class
 from suite.escape import escape_steps
-from suite.record import PARAMS
+from suite.record import CONFIG, PARAMS
 from suite.store import Store, gather
 
 # settings that must be the paper's (TrainSettings defaults) for a run to count; width and depth vary
@@ -54,11 +56,22 @@ def runs_with_escape(store: Store, problem: str, backend: str, method: str) -> p
         raise SystemExit(f"no complete {problem} {method} {backend} run with the paper's settings in {store.root}")
     runs["escape"] = escape_steps(runs, history).fillna(-1.0)  # nan (already below at the first row): first
     norms = []
-    for name in runs["name"]:
-        with np.load(store.root / name / PARAMS) as params:
-            norms.append({**{f"mu_{a}": float(v) for a, v in enumerate(params["norm_mu"])},
-                          **{f"sigma_{a}": float(v) for a, v in enumerate(params["norm_sigma"])}})
+    for name, seed in zip(runs["name"], runs["seed"]):
+        mu, sigma = _normalisation(store.root / name, int(seed))
+        norms.append({**{f"mu_{a}": float(v) for a, v in enumerate(mu)},
+                      **{f"sigma_{a}": float(v) for a, v in enumerate(sigma)}})
     return pd.concat([runs, pd.DataFrame(norms, index=runs.index)], axis=1)
+
+
+def _normalisation(run: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The run's input mean and std: from params.npz, or drawn again from its seed where the record
+    has none (records rebuilt by ``gradpath restore``, or written before they were saved)."""
+    try:
+        with np.load(run / PARAMS) as params:
+            return params["norm_mu"], params["norm_sigma"]
+    except (OSError, KeyError):
+        config = json.loads((run / CONFIG).read_text())
+        return seed_normalisation(get_problem(config["problem"], **config.get("parameters", {})), seed)
 
 
 def report(runs: pd.DataFrame) -> str:

@@ -372,7 +372,7 @@ def cmd_restore(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     campaign, specs = _plan(args.preset)
     source = args.results or _results_dir(argparse.Namespace(out=None), campaign)
-    done = restore(specs, source, Store(args.store))
+    done = restore(specs, source, Store(args.store, create=False))  # created once the tables are read
     print(f"campaign {campaign.name}: {len(specs)} runs; from {source}: {done.line()}; store {args.store}")
     return 0
 

@@ -44,7 +44,7 @@ from backends.methods import METHODS
 from problems import get_problem, problem_class
 from problems.core import Problem
 from problems.errors import UsageError
-from suite.record import CONFIG, DONE, PARAMS
+from suite.record import CONFIG, DONE, PARAMS, write_json
 from suite.tables import METHOD_ORDER, SETTING_COLUMNS, cell_stats
 
 METRIC_LABELS = {"rel_l2": "relative L2 error", "rel_spectral": "relative spectral-norm error"}
@@ -527,17 +527,16 @@ def solution_fields(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_
         for configuration in _configurations(frame):
             part = frame[frame["configuration"] == configuration]
             label = problem_name + (f" ({configuration})" if configuration else "")
-            rows, problem, x, ref, notes = [], None, None, None, set()
+            name = f"fields-{_slug(problem_name)}" + (f"-{_slug(configuration)}" if configuration else "")
+            rows, problem, x, ref, notes, restored = [], None, None, None, set(), {}
             methods = _method_order(part["method"])
             for method in methods:
                 chosen = _representative(part[part["method"] == method])
                 if chosen is None:
                     skipped.append(Skipped(f"{what}: {label}, {method}", "no complete run with a finite error"))
                     continue
-                if isinstance(chosen.get("restored_from"), str):
-                    skipped.append(Skipped(f"{what}: {label}, {method}",
-                                           f"its median run `{chosen['name']}` was restored from "
-                                           f"`{chosen['restored_from']}`, which keeps no parameters"))
+                if isinstance(chosen.get("restored_from"), str):  # suite.restore: no params.npz to draw from
+                    restored[method] = chosen
                     continue
                 try:
                     problem, x, pred, note = run_prediction(Path(store_root) / chosen["name"])
@@ -559,12 +558,15 @@ def solution_fields(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_
                 n_ok = int(((part["method"] == method) & (part["status"] == "complete")).sum())
                 rows.append({"method": method, "seed": int(chosen["seed"]), "pred": pred, "error": ours,
                              "metric": metric, "n": n_ok, "name": chosen["name"]})
+            if restored:
+                kept, missed = _kept_fields(out, name, f"{what}: {label}", restored, drawable=bool(rows))
+                figures += kept
+                skipped += missed
             if not rows:
                 continue
             palette = _palette(methods)
             with _style(), sns.plotting_context("paper", rc=STYLE):
                 fig = _field_panels(problem, x, ref, rows, palette, label)
-                name = f"fields-{_slug(problem_name)}" + (f"-{_slug(configuration)}" if configuration else "")
                 files = _save(fig, out, name)
             truth = "reference (finite-difference solution)" if problem.exact(np, x[:1]) is None else "exact solution"
             field = FIELD_LABELS.get(problem_name, problem.solution_needs[0])
@@ -581,7 +583,40 @@ def solution_fields(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_
                        + ("; input normalisation recomputed from the seed (older records)"
                           if "recomputed from the seed" in notes else "") + ".")
             figures.append(Figure(name, f"{what}: {label}", caption, files))
+            # what was drawn, so that a later build whose runs were restored without parameters can keep it
+            write_json(out / f"{name}{DRAWN}", {"runs": {r["method"]: r["name"] for r in rows}, "caption": caption})
     return figures, skipped
+
+
+DRAWN = ".drawn.json"  # beside a solution-field figure: the runs it shows and its caption
+
+
+def _kept_fields(out: Path, name: str, title: str, restored: dict[str, pd.Series], drawable: bool) -> Result:
+    """The solution-field figure an earlier build drew, when its median runs are now restored records
+    (:mod:`suite.restore`, no params.npz): kept as drawn if it shows exactly those runs, else skipped."""
+    def why(method: str, run: pd.Series, more: str) -> Skipped:
+        return Skipped(f"{title}, {method}", f"its median run `{run['name']}` was restored from "
+                                             f"`{run['restored_from']}`, which keeps no parameters{more}")
+    wanted = {method: run["name"] for method, run in restored.items()}
+    # its own name first; then any figure of exactly these runs (a configuration's label, and so the
+    # file name, changes when another backend's runs join the problem)
+    for sidecar in [out / f"{name}{DRAWN}", *sorted(out.glob(f"*{DRAWN}"))]:
+        try:
+            drawn = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        stem = sidecar.name[:-len(DRAWN)]
+        files = (out / f"{stem}.png", out / f"{stem}.pdf")
+        if isinstance(drawn, dict) and drawn.get("runs") == wanted and all(f.is_file() for f in files):
+            break
+    else:
+        drawn = None
+    if drawable or drawn is None:
+        more = "" if drawable else "; no earlier figure of exactly these runs to keep"
+        return [], [why(method, run, more) for method, run in restored.items()]
+    caption = (f"{drawn['caption'].rstrip('.')}. Drawn by an earlier build of this report: these runs are "
+               f"now restored records without parameters (`gradpath restore`), so the figure is kept as drawn")
+    return [Figure(stem, title, caption + ".", files)], []
 
 
 # -- 5: Table 2 -------------------------------------------------------------------------------------
@@ -676,21 +711,31 @@ FIGURES: list[FigureFunction] = [error_vs_step, error_vs_time, loss_weights, sol
 
 def build_figures(runs: pd.DataFrame, history: pd.DataFrame, out: str | Path, store_root: str | Path,
                   figures: Sequence[FigureFunction] = FIGURES) -> Result:
-    """Draw every figure into ``out`` (created; earlier PNG and PDF files there are removed first).
+    """Draw every figure into ``out`` (created); then remove the PNG, PDF and ``.drawn.json`` files
+    there that no figure of this build drew or kept (:func:`_kept_fields` keeps some of an earlier build's).
 
     A figure function that raises is reported as skipped with its error (and warned about), so the
     rest of the report is still written.
     """
     out = Path(out)
-    if out.is_dir():
-        for old in [*out.glob("*.png"), *out.glob("*.pdf")]:
-            old.unlink()
     if runs.empty or not {"problem", "method", "seed", "status", "key", "name"} <= set(runs.columns):
-        return [], [Skipped("All figures", "the campaign has no run yet")]
+        drawn, skipped = [], [Skipped("All figures", "the campaign has no run yet")]
+    else:
+        drawn, skipped = _draw(runs, history, out, Path(store_root), figures)
+    if out.is_dir():
+        claimed = {path for figure in drawn for path in (*figure.files, out / f"{figure.name}{DRAWN}")}
+        for old in [*out.glob("*.png"), *out.glob("*.pdf"), *out.glob(f"*{DRAWN}")]:
+            if old not in claimed:
+                old.unlink()
+    return drawn, skipped
+
+
+def _draw(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_root: Path,
+          figures: Sequence[FigureFunction]) -> Result:
     drawn, skipped = [], []
     for figure in figures:
         try:
-            made, missed = figure(runs, history, out, Path(store_root))
+            made, missed = figure(runs, history, out, store_root)
         except Exception as exc:  # one broken figure must not cost the report
             warnings.warn(f"figure {figure.__name__} failed: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
             made, missed = [], [Skipped(figure.__name__, f"failed: {type(exc).__name__}: {exc}")]

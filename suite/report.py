@@ -60,7 +60,7 @@ def _status_lines(runs: pd.DataFrame) -> list[str]:
     if len(bad) > 20:
         lines.append(f"  - ... and {len(bad) - 20} more (see runs.csv)")
     for table, n in sorted(restored_counts(runs).items()):
-        lines.append(f"- {n} of them restored from `{table}` (`gradpath restore`): trained before the store "
+        lines.append(f"- {n} runs restored from `{table}` (`gradpath restore`): trained before the store "
                      "that holds them now, whose records keep no parameters")
     return lines
 

@@ -7,17 +7,19 @@ of the store: ``config.json`` from the campaign's own spec (so the run key is th
 guess from a flattened row), ``history.csv`` from the long history, ``manifest.json`` from the
 manifest fields the table keeps, and ``summary.json`` last, with ``restored_from`` naming the table.
 
-What a published table does not keep cannot come back: ``params.npz`` (the issue forbids
-committing parameter files) and the checkpoint. The store counts a restored record as done without
+What a published table does not keep cannot come back: ``params.npz`` (results/ holds no
+parameter files: they are large and a run's numbers do not need them) and the checkpoint. The store counts a restored record as done without
 parameters (:func:`suite.store.inspect_record`), so a campaign goes on with only the runs that
 are left, and ``gradpath report`` rebuilds every table and curve from it; a figure that needs
-a network (the solution fields) says which run it lacks instead of drawing it.
+a network (the solution fields) keeps the one an earlier build drew of the same runs, or says which
+run it lacks.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ import pandas as pd
 
 from problems.errors import UsageError
 from suite.campaign import RunSpec
-from suite.record import CONFIG, DONE, HISTORY, MANIFEST, SUMMARY, write_json
+from suite.record import CONFIG, DONE, HISTORY, MANIFEST, SUMMARY, _replace_atomically, write_json
 from suite.store import MANIFEST_FIELDS, RENAMED, Store
 
 RUNS, HISTORIES = "runs.parquet", "history.parquet"
@@ -36,8 +38,10 @@ RESTORED_FROM = "restored_from"  # summary field: the table a record was rebuilt
 IDENTITY = ("name", "key", "problem", "backend", "status", "reason")
 # summary fields that are counts: JSON keeps them integers, as the training loop wrote them
 INTEGER_FIELDS = ("steps", "diverged_at_step", "vectorised_seeds")
-# summary fields the training loop always writes, null where they do not apply (backends.training)
-NULLABLE_FIELDS = ("diverged_at_step",)
+# summary fields the training loop always writes, null where they do not apply (backends.training);
+# so are the problem's metrics, null after a divergence
+NULLABLE_FIELDS = ("diverged_at_step", "error")
+NEEDED = {RUNS: ("key", "status"), HISTORIES: ("key", "step")}
 
 
 @dataclass
@@ -45,17 +49,26 @@ class Restored:
     """What :func:`restore` did with each run of the campaign, by run name."""
 
     restored: list[str] = field(default_factory=list)
-    in_store: list[str] = field(default_factory=list)  # the store already has a record: left as it is
+    replaced: list[str] = field(default_factory=list)  # the store's record was not done: the table's replaced it
+    in_store: list[str] = field(default_factory=list)  # the store holds it done: left as it is
+    busy: list[str] = field(default_factory=list)  # another process holds its lock (a campaign training it)
     unfinished: list[str] = field(default_factory=list)  # the table has it, but not complete or diverged
     absent: list[str] = field(default_factory=list)  # not in the table
     no_history: list[str] = field(default_factory=list)  # finished, but its history is not in history.parquet
 
     def line(self) -> str:
-        """One line of counts, e.g. ``560 restored, 0 already in the store, 176 not finished in the table``."""
-        parts = [(self.restored, "restored"), (self.in_store, "already in the store (kept)"),
+        """One line of counts (zero counts left out but the first), e.g.
+        ``560 restored, 176 not finished in the table``."""
+        parts = [(self.restored, "restored"), (self.replaced, "restored over an unfinished record of the store"),
+                 (self.in_store, "already done in the store (kept)"),
+                 (self.busy, "being trained by another process (left alone)"),
                  (self.unfinished, "not finished in the table"), (self.absent, "not in the table"),
                  (self.no_history, "finished without a history in the table (not restored)")]
-        return ", ".join(f"{len(names)} {what}" for names, what in parts if names or what == "restored")
+        text = ", ".join(f"{len(names)} {what}" for names, what in parts if names or what == "restored")
+        if self.absent and not (self.restored or self.replaced or self.in_store or self.busy
+                                or self.unfinished or self.no_history):
+            text += " (no run key of this preset is in the table: was it written for another preset?)"
+        return text
 
 
 def _missing(value: Any) -> bool:
@@ -75,8 +88,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _summary(row: Mapping[str, Any], spec: RunSpec, source: str) -> dict[str, Any]:
-    """The summary.json fields of a runs-table row: every column that is not config, identity or manifest."""
+def _summary(row: Mapping[str, Any], spec: RunSpec, source: str, metrics: Sequence[str]) -> dict[str, Any]:
+    """The summary.json fields of a runs-table row: every column that is not config, identity or
+    manifest; ``metrics`` (the problem's metric columns) are written even where null, as training does."""
     config_columns = {*spec.config["settings"], *(f"param_{k}" for k in spec.config.get("parameters", {}))}
     back = {renamed: original for original, renamed in RENAMED.items()}
     summary = {}
@@ -85,7 +99,7 @@ def _summary(row: Mapping[str, Any], spec: RunSpec, source: str) -> dict[str, An
             continue
         value, name = _plain(value), back.get(column, column)
         if _missing(value):
-            if name in NULLABLE_FIELDS:
+            if name in NULLABLE_FIELDS or name in metrics:
                 summary[name] = None
             continue
         summary[name] = int(value) if name in INTEGER_FIELDS and isinstance(value, float) else value
@@ -94,23 +108,42 @@ def _summary(row: Mapping[str, Any], spec: RunSpec, source: str) -> dict[str, An
 
 
 def _read(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs_path, history_path = directory / RUNS, directory / HISTORIES
-    missing = [p.name for p in (runs_path, history_path) if not p.is_file()]
+    """The runs and history tables of a results directory; UsageError if either is missing or foreign."""
+    hint = "name a results directory that `gradpath report` wrote, e.g. results/paper"
+    if not directory.is_dir():
+        raise UsageError(f"{directory} does not exist; {hint}")
+    missing = [name for name in NEEDED if not (directory / name).is_file()]
     if missing:
-        raise UsageError(f"{directory} has no {' or '.join(missing)}; name a results directory that "
-                         "`gradpath report` wrote, e.g. results/paper")
-    try:
-        return pd.read_parquet(runs_path), pd.read_parquet(history_path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the tables in {directory}: {exc}") from None
+        raise UsageError(f"{directory} has no {' or '.join(missing)}; {hint}")
+    tables = []
+    for name, columns in NEEDED.items():
+        try:
+            table = pd.read_parquet(directory / name)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {directory / name}: {exc}") from None
+        lacking = [c for c in columns if c not in table]
+        if lacking:
+            raise UsageError(f"{directory / name} has no column {', '.join(lacking)}; {hint}")
+        tables.append(table)
+    return tables[0], tables[1]
+
+
+def _history_columns(runs: pd.DataFrame, history: pd.DataFrame) -> dict[tuple, list[str]]:
+    """Per (problem, layers): the history columns its runs logged, in the long table's order. A run
+    that diverged before its first log has NaN in its metric columns: they are its columns all the same."""
+    configuration = runs.set_index("key")[["problem", "layers"]].astype(str).apply(tuple, axis=1)
+    filled = history.drop(columns="key").notna().groupby(history["key"].map(configuration)).any()
+    return {group: [c for c in filled.columns if row[c]] for group, row in filled.iterrows()}
 
 
 def restore(specs: Sequence[RunSpec], source: str | Path, store: Store) -> Restored:
     """Rebuild, in ``store``, the record of each run of ``specs`` that the report in ``source``
     (a results directory holding runs.parquet and history.parquet) lists as complete or diverged.
 
-    A run the store already holds in any state is left alone: the store is what trained, the
-    table only a copy of it. Each record is written under the run's lock, summary last, so a
+    A run the store already holds done is left alone: the store is what trained, the table only a
+    copy of it. A record that is not done (failed, interrupted, corrupt) is replaced; one whose lock
+    another process holds (a campaign training it) is left alone. ``store`` is created (if it does
+    not exist) only once both tables have been read. Each record is written under the run's lock, summary last, so a
     campaign running beside the restore never sees half a record as done.
 
     Raises:
@@ -118,8 +151,10 @@ def restore(specs: Sequence[RunSpec], source: str | Path, store: Store) -> Resto
     """
     source = Path(source)
     runs, history = _read(source)
+    store = Store(store.root)  # creates it and checks that it is writable
     by_key = {str(row["key"]): row for row in runs.to_dict("records")}
-    histories = dict(tuple(history.groupby("key", sort=False))) if "key" in history else {}
+    histories = dict(tuple(history.groupby("key", sort=False)))
+    columns = _history_columns(runs, history) if {"problem", "layers"} <= set(runs) else {}
     table = str(source / RUNS)
     done = Restored()
     for spec in specs:
@@ -131,26 +166,41 @@ def restore(specs: Sequence[RunSpec], source: str | Path, store: Store) -> Resto
         elif spec.key not in histories:
             done.no_history.append(spec.name)
         else:
-            with store.lock(spec) as held:
-                if not held or store.path(spec).exists():
+            # timeout 0: a run whose lock is held is in training now; waiting would not change that
+            with store.lock(spec, timeout=0) as held:
+                if not held:
+                    done.busy.append(spec.name)
+                    continue
+                if store.state(spec).done:
                     done.in_store.append(spec.name)
                     continue
-                _write_record(store.path(spec), spec, row, histories[spec.key], table)
-            done.restored.append(spec.name)
+                # a record that is not done (failed, interrupted, corrupt, or a restore cut off
+                # before its summary) is worth less than the table's finished run
+                replacing = store.path(spec).exists()
+                if replacing:
+                    shutil.rmtree(store.path(spec))
+                group = (str(row.get("problem")), str(row.get("layers")))
+                _write_record(store.path(spec), spec, row, histories[spec.key], columns.get(group), table)
+            (done.replaced if replacing else done.restored).append(spec.name)
     return done
 
 
-def _write_record(path: Path, spec: RunSpec, row: Mapping[str, Any], history: pd.DataFrame, table: str) -> None:
-    """Write one restored record; ``history`` is the run's rows of the long history table."""
+def _write_record(path: Path, spec: RunSpec, row: Mapping[str, Any], history: pd.DataFrame,
+                  columns: list[str] | None, table: str) -> None:
+    """Write one restored record; ``history`` is the run's rows of the long history table, ``columns``
+    the history columns of its problem and network (None: those it filled)."""
     path.mkdir(parents=True)
     write_json(path / CONFIG, spec.config)
-    manifest = {k: _plain(row[k]) for k in MANIFEST_FIELDS if k in row and not _missing(_plain(row[k]))}
+    # a manifest column of the table is every run's field (null where it was), e.g. git_commit outside git
+    manifest = {k: None if _missing(value := _plain(row[k])) else value for k in MANIFEST_FIELDS if k in row}
     write_json(path / MANIFEST, {**manifest, RESTORED_FROM: table})
-    # the long table holds every run's columns: this run's are those it filled
-    own = history.drop(columns="key").dropna(axis=1, how="all").sort_values("step")
+    own = history.drop(columns="key")
+    own = (own[columns] if columns else own.dropna(axis=1, how="all")).sort_values("step")
     own["step"] = own["step"].astype(int)
-    own.to_csv(path / HISTORY, index=False)
-    write_json(path / SUMMARY, {**_summary(row, spec, table), "status": row["status"]})
+    # flushed to disk before the summary that announces it, as RunRecord.finish does
+    _replace_atomically(path / HISTORY, lambda f: f.write(own.to_csv(index=False).encode()))
+    metrics = [c for c in own.columns if c in row]  # a history column the runs table has too: a metric
+    write_json(path / SUMMARY, {**_summary(row, spec, table, metrics), "status": row["status"]})
 
 
 def restored_counts(runs: pd.DataFrame) -> Counter:

@@ -247,12 +247,21 @@ def test_restore_rebuilds_a_lost_store_from_the_published_tables(killed_then_res
     pd.testing.assert_frame_equal(*history)
     assert (published / "poisson1d.csv").read_text() == (again / "poisson1d.csv").read_text()
     report = (again / "REPORT.md").read_text()
-    assert "6 of them restored from" in report
-    assert "was restored from" in report and "keeps no parameters" in report  # the solution fields say why not
+    assert "6 runs restored from" in report
+    # a new results directory has no earlier solution figure to keep: it says why it draws none
+    assert "was restored from" in report and "no earlier figure of exactly these runs to keep" in report
+    # rebuilt where it was published, the figure drawn from the lost store's parameters is kept as drawn,
+    # and a file no figure of the build claims is removed
+    (published / "figures" / "gone.png").write_bytes(b"")
+    assert main(["report", "--preset", str(source), "--store", str(rebuilt), "--out", str(published)]) == 0
+    report = (published / "REPORT.md").read_text()
+    assert "Drawn by an earlier build of this report" in report and "keeps no parameters" not in report
+    assert "](figures/fields-poisson1d.png)" in report
+    assert (published / "figures" / "fields-poisson1d.png").is_file() and not (published / "figures" / "gone.png").exists()
     # restoring again keeps what the store holds; a campaign on the rebuilt store trains nothing
     capsys.readouterr()
     assert main(["restore", "--preset", str(source), "--from", str(published), "--store", str(rebuilt)]) == 0
-    assert "0 restored, 6 already in the store (kept)" in capsys.readouterr().out
+    assert "0 restored, 6 already done in the store (kept)" in capsys.readouterr().out
     assert main(["campaign", str(source), "--store", str(rebuilt), "--jobs", "1", "--quiet"]) == 0
     assert "6 runs, 6 already done" in capsys.readouterr().out
 
@@ -278,3 +287,44 @@ def test_restore_leaves_out_what_the_tables_cannot_rebuild(killed_then_resumed, 
     assert main(["restore", "--preset", str(source), "--from", str(tmp_path), "--store", str(rebuilt)]) == 2
     err = capsys.readouterr().err
     assert "has no runs.parquet or history.parquet" in err and "gradpath report" in err
+
+
+def test_restore_gives_back_each_file_and_settles_what_the_store_holds(tmp_path):
+    """Record by record: summary and manifest as written (nulls included), the history's columns
+    even for a run that diverged at once, an unfinished store record replaced, a done one kept,
+    one that another process is training left alone."""
+    from suite.restore import restore
+
+    specs = [_spec(seed=seed) for seed in range(4)] + [_spec(seed=0, steps=30)]
+    lost = Store(tmp_path / "lost")
+    for spec in specs[:4]:
+        _fake_run(lost, spec, rows=3)
+    # a run that diverged before its first log: its metric is NaN throughout, its summary's error null
+    record = RunRecord.create(lost.root, specs[4].config, {"command": ["test"]}, force=True)
+    record.history.append({"step": 10, "seconds": 0.1, "loss_residual": float("nan"), "rel_l2": float("nan")})
+    record.finish("diverged", {"steps": 10, "error": None, "metric": "rel_l2", "rel_l2": None, "diverged": True,
+                               "diverged_at_step": 9, "ms_per_step": 1.0, "device": "cpu"}, {"W0": np.ones(1)})
+    published = tmp_path / "published"
+    write_tables(published, *gather(lost, specs))
+
+    store = Store(tmp_path / "store")
+    _fake_run(store, specs[1], rows=3)  # done: kept
+    _fake_run(store, specs[2], status="failed", rows=1, params=False)  # not done: replaced
+    with store.lock(specs[3]):  # a campaign is training it: left alone, without waiting
+        started = time.monotonic()
+        done = restore(specs, published, store)
+        assert time.monotonic() - started < 10
+    assert (done.restored, done.in_store, done.replaced, done.busy) == (
+        [specs[0].name, specs[4].name], [specs[1].name], [specs[2].name], [specs[3].name])
+    for spec in (specs[0], specs[2], specs[4]):
+        old, new = lost.path(spec), store.path(spec)
+        assert Store(store.root).state(spec).done
+        summary = json.loads((new / SUMMARY).read_text())
+        assert summary.pop("restored_from") == str(published / "runs.parquet")
+        original = json.loads((old / SUMMARY).read_text())
+        assert {k: v for k, v in summary.items() if k != "finished" and v is not None} == \
+            {k: v for k, v in original.items() if k != "finished" and v is not None}
+        assert pd.read_csv(new / HISTORY).equals(pd.read_csv(old / HISTORY))
+    diverged = json.loads((store.path(specs[4]) / SUMMARY).read_text())
+    assert diverged["error"] is None and diverged["rel_l2"] is None and diverged["diverged_at_step"] == 9
+    assert not (store.path(specs[3])).exists()
