@@ -175,7 +175,8 @@ def _add_campaign_commands(commands) -> None:
         "restore", help="rebuild a store's records of a preset from the tables a report published",
         description="Write into the store a record of every run of the preset that RESULTS (a directory "
                     "`gradpath report` wrote: runs.parquet, history.parquet) lists as complete or diverged, "
-                    "unless the store holds it already. A campaign then trains only the runs that are left.")
+                    "unless the store holds it done or another process is training it. A campaign then trains "
+                    "only the runs that are left.")
     restore.set_defaults(command=cmd_restore)
     restore.add_argument("--from", dest="results", metavar="RESULTS",
                          help="results directory to restore from (default: results/<campaign name>)")
