@@ -26,9 +26,9 @@ import math
 import os
 import secrets
 from datetime import datetime, timezone
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -54,8 +54,9 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it over ``path``."""
+def replace_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then move it over
+    ``path``: readers see the old file or the new one, never half of either (used by every record writer)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "xb") as f:
@@ -71,7 +72,7 @@ def _replace_atomically(path: Path, write) -> None:
 def write_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
     """Write ``obj`` as indented, strict JSON to ``path`` atomically: readers see the old file or the new one."""
     text = json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _replace_atomically(Path(path), lambda f: f.write(text.encode()))
+    replace_atomically(Path(path), lambda f: f.write(text.encode()))
 
 
 def config_hash(config: Mapping[str, Any], length: int = 8) -> str:
@@ -172,7 +173,7 @@ class RunRecord:
         self.history.close()
         _fsync(self.path / HISTORY)
         if params is not None:
-            _replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
+            replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.path / SUMMARY, {**summary, "finished": finished, "status": status})
         if status in DONE:
@@ -191,7 +192,7 @@ def _fsync(path: os.PathLike) -> None:
 def save_gradients(directory: str | os.PathLike, record: GradientRecord) -> Path:
     """Write ``record`` to ``<directory>/gradients.npz`` atomically (compressed: most bins are empty)."""
     path = Path(directory) / GRADIENTS
-    _replace_atomically(path, lambda f: np.savez_compressed(f, **record.arrays()))
+    replace_atomically(path, lambda f: np.savez_compressed(f, **record.arrays()))
     return path
 
 
@@ -207,7 +208,7 @@ def load_gradients(path: str | os.PathLike) -> GradientRecord:
 def save_checkpoint(directory: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` to ``<directory>/checkpoint.npz`` atomically: a kill leaves the old one or the new one."""
     path = Path(directory) / CHECKPOINT
-    _replace_atomically(path, lambda f: np.savez(f, **checkpoint.arrays()))
+    replace_atomically(path, lambda f: np.savez(f, **checkpoint.arrays()))
     return path
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from problems.errors import UsageError
 from suite.campaign import RunSpec
-from suite.record import CONFIG, DONE, HISTORY, MANIFEST, SUMMARY, _replace_atomically, write_json
+from suite.record import CONFIG, DONE, HISTORY, MANIFEST, SUMMARY, replace_atomically, write_json
 from suite.store import MANIFEST_FIELDS, RENAMED, Store
 
 RUNS, HISTORIES = "runs.parquet", "history.parquet"
@@ -198,7 +198,7 @@ def _write_record(path: Path, spec: RunSpec, row: Mapping[str, Any], history: pd
     own = (own[columns] if columns else own.dropna(axis=1, how="all")).sort_values("step")
     own["step"] = own["step"].astype(int)
     # flushed to disk before the summary that announces it, as RunRecord.finish does
-    _replace_atomically(path / HISTORY, lambda f: f.write(own.to_csv(index=False).encode()))
+    replace_atomically(path / HISTORY, lambda f: f.write(own.to_csv(index=False).encode()))
     metrics = [c for c in own.columns if c in row]  # a history column the runs table has too: a metric
     write_json(path / SUMMARY, {**_summary(row, spec, table, metrics), "status": row["status"]})
 

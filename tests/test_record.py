@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from problems.errors import UsageError
-from suite.record import (CONFIG, HISTORY, MANIFEST, PARAMS, SUMMARY, HistoryWriter, RunRecord, _replace_atomically,
+from suite.record import (CONFIG, HISTORY, MANIFEST, PARAMS, SUMMARY, HistoryWriter, RunRecord, replace_atomically,
                           config_hash, read_status, run_name, write_json)
 
 CONFIG_A = {"problem": "helmholtz", "parameters": {"a1": 1.0, "a2": 4.0}, "backend": "jax",
@@ -40,7 +40,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _replace_atomically(path, half_then_fail)
+        replace_atomically(path, half_then_fail)
     with pytest.raises(TypeError):
         write_json(path, {"x": object()})
     assert _strict(path.read_text()) == {"x": 1}
