@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.paper_comparison import configuration_label
+from suite.paper_comparison import seed_pairs
 from suite.restore import HISTORIES, RUNS
 
 GATED = ("M3", "M4")  # methods on the gated network (backends.methods)
@@ -33,12 +33,9 @@ GATED = ("M3", "M4")  # methods on the gated network (backends.methods)
 
 def pairs(runs: pd.DataFrame, first: str = "jax", second: str = "torch", seeds: list[int] | None = None) -> pd.DataFrame:
     """One row per (label, method, seed) complete in both backends: keys, errors, gap and the first's device."""
-    done = runs[(runs["status"] == "complete") & runs["backend"].isin([first, second])].copy()
     if seeds is not None:
-        done = done[done["seed"].isin(seeds)]
-    done["label"] = [configuration_label(r) for _, r in done.iterrows()]
-    wide = done.pivot_table(index=["label", "method", "seed"], columns="backend",
-                            values=["error", "key", "device_used"], aggfunc="first").dropna()
+        runs = runs[runs["seed"].isin(seeds)]
+    wide = seed_pairs(runs, first, second, values=("error", "key", "device_used"))
     out = pd.DataFrame({"error_a": wide[("error", first)].astype(float), "error_b": wide[("error", second)].astype(float),
                         "key_a": wide[("key", first)], "key_b": wide[("key", second)],
                         "device_a": wide[("device_used", first)]})

@@ -89,17 +89,28 @@ def factor_lines(cells: pd.DataFrame, factor: float = FACTOR) -> list[str]:
     return lines
 
 
+def seed_pairs(runs: pd.DataFrame, first: str, second: str, values: tuple[str, ...] = ("error",)) -> pd.DataFrame:
+    """The runs of each (configuration label, method, seed) complete in both backends, one row each:
+    columns ``(value, backend)`` for every name in ``values``. Both backends train a seed from the
+    same weights and batches, so a pair differs only by rounding until training amplifies it."""
+    done = runs[runs["status"] == "complete"] if "status" in runs else runs.iloc[:0]
+    done = done[done["backend"].isin([first, second])].copy()
+    if done.empty:
+        return pd.DataFrame(columns=pd.MultiIndex.from_product([list(values), [first, second]]))
+    done["label"] = [configuration_label(r) for _, r in done.iterrows()]
+    return done.pivot_table(index=["label", "method", "seed"], columns="backend", values=list(values),
+                            aggfunc="first").dropna()
+
+
 def _seed_differences(runs: pd.DataFrame, first: str) -> dict[tuple[str, str, str], float]:
     """Per (configuration, method, other backend): the largest |error - first's| / first's over seeds run in both."""
-    done = runs[runs["status"] == "complete"].copy() if "status" in runs else runs.iloc[:0]
-    if done.empty:
-        return {}
-    done["label"] = [configuration_label(r) for _, r in done.iterrows()]
-    errors = done.pivot_table(index=["label", "method", "seed"], columns="backend", values="error", aggfunc="first")
+    backends = set(runs["backend"]) if "backend" in runs else set()
     out = {}
-    for other in (b for b in errors.columns if b != first and first in errors.columns):
-        paired = errors[[first, other]].dropna()
-        relative = ((paired[other] - paired[first]).abs() / paired[first]).groupby(level=["label", "method"]).max()
+    for other in sorted(backends - {first}) if first in backends else ():
+        errors = seed_pairs(runs, first, other)["error"]
+        if errors.empty:
+            continue
+        relative = ((errors[other] - errors[first]).abs() / errors[first]).groupby(level=["label", "method"]).max()
         out.update({(label, method, other): float(v) for (label, method), v in relative.items()})
     return out
 
