@@ -8,9 +8,13 @@ only when the variant is a configuration the paper did not run (e.g. depth 4 for
 layers" wording), so that Table 2's other rows or the u-v-p cavity are never read as ablations. Seeds, devices and other
 bookkeeping columns are not settings here.
 
-Per variant: both means, their ratio, Welch's t-test of the two means (from the cells' means,
-standard deviations and seed counts) and the baseline's paper value, so one row says whether a
-paper-vs-code difference moves the error, by how much, and whether it moves it onto the paper.
+Per variant: both means (the paper's statistic) and the baseline's paper value, so one row says
+whether a paper-vs-code difference moves the error onto the paper; and the comparison of
+:mod:`suite.method_comparison`: the ratio of geometric means with its 95% bootstrap interval, paired
+by seed (Wilcoxon signed-rank on log error) where variant and baseline share the network, as every
+change of the annealing rule, optimiser or precision does, and unpaired (Mann-Whitney U) where the
+network differs (a gate form, a depth); the probability that the variant ends lower; and
+Benjamini-Hochberg q-values over the table's rows.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from backends.settings import TrainSettings
 from problems import problem_class
+from suite.method_comparison import compare_cells, comparison_columns, p_text, ratio_text
 from suite.paper_comparison import FACTOR, configuration_label, sci
+from suite.statistics import adjust_pvalues
 from suite.tables import config_columns, is_missing, same_value
 
 # columns that tell runs apart without being a setting one would ablate
@@ -51,8 +56,9 @@ def _shown(value: object) -> str:
     return "default" if is_missing(value) else (f"{int(value)}" if isinstance(value, float) and value.is_integer() else str(value))
 
 
-def variants(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per (variant, baseline) pair: the changed setting, both cells' statistics and the test."""
+def variants(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> pd.DataFrame:
+    """One row per (variant, baseline) pair: the changed setting, both cells' statistics and the
+    comparison (``errors``: :func:`suite.tables.errors_by_cell`, keyed by the cells' index)."""
     rows = []
     for problem, frame in cells.groupby("problem", sort=False):
         frame = frame[frame["n"] > 0]
@@ -68,55 +74,61 @@ def variants(cells: pd.DataFrame) -> pd.DataFrame:
                     continue
                 if (column in ARCHITECTURE or column.startswith("param_")) and np.isfinite(variant["paper"]):
                     continue  # a cell of the paper's own tables (Table 2's other rows, the u-v-p cavity)
-                rows.append(_pair(variant, base, column))
-    return pd.DataFrame(rows)
+                rows.append(_pair(variant, base, column, errors))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["q_value"] = adjust_pvalues(table["p_value"].to_numpy())
+    return table
 
 
-def _pair(variant: pd.Series, base: pd.Series, column: str) -> dict[str, object]:
-    p = math.nan
-    if variant["n"] > 1 and base["n"] > 1:
-        p = float(stats.ttest_ind_from_stats(variant["mean"], variant["std"], variant["n"], base["mean"], base["std"],
-                                             base["n"], equal_var=False).pvalue)
+def _pair(variant: pd.Series, base: pd.Series, column: str, errors: dict[str, pd.Series]) -> dict[str, object]:
     paper = float(base["paper"])
     return {"configuration": configuration_label(base), "backend": variant["backend"], "method": variant["method"],
             "setting": column, "value": _shown(variant[column]), "baseline_value": _shown(base[column]),
             "n": int(variant["n"]), "baseline_n": int(base["n"]), "mean": float(variant["mean"]),
-            "baseline_mean": float(base["mean"]), "change": float(variant["mean"] / base["mean"]), "p_value": p,
-            "paper": paper, "ratio": float(variant["mean"] / paper) if np.isfinite(paper) else math.nan,
-            "baseline_ratio": float(base["mean"] / paper) if np.isfinite(paper) else math.nan}
+            "baseline_mean": float(base["mean"]), "change": float(variant["mean"] / base["mean"]),
+            **comparison_columns(compare_cells(variant, base, errors)),
+            "paper": paper, "paper_ratio": float(variant["mean"] / paper) if np.isfinite(paper) else math.nan,
+            "baseline_paper_ratio": float(base["mean"] / paper) if np.isfinite(paper) else math.nan}
 
 
-def ablation_lines(cells: pd.DataFrame) -> list[str]:
+def ablation_lines(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> list[str]:
     """The markdown table of :func:`variants` (empty when no cell is a one-setting variant of another)."""
-    table = variants(cells)
+    table = variants(cells, errors)
     if table.empty:
         return []
     lines = ["| configuration | backend | method | setting | seeds | variant mean | baseline mean | "
-             "variant/baseline | Welch p | paper | variant/paper | baseline/paper |\n",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|\n"]
+             "variant/baseline (means) | variant/baseline (geo-means) [95% CI] | paired | p | q (BH) | "
+             "P(variant lower) | paper | variant/paper | baseline/paper |\n",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"]
     for _, r in table.iterrows():
-        within = "" if not np.isfinite(r["ratio"]) else (" (within 2x)" if 1 / FACTOR <= r["ratio"] <= FACTOR else "")
+        within = "" if not np.isfinite(r["paper_ratio"]) else \
+            (" (within 2x)" if 1 / FACTOR <= r["paper_ratio"] <= FACTOR else "")
         lines.append(f"| {r['configuration']} | {r['backend']} | {r['method']} | `{r['setting']}` "
                      f"{r['value']} (baseline {r['baseline_value']}) | {r['n']}, {r['baseline_n']} | {sci(r['mean'])} | "
-                     f"{sci(r['baseline_mean'])} | {r['change']:.2f} | {_p(r['p_value'])} | {sci(r['paper'])} | "
-                     f"{_ratio(r['ratio'])}{within} | {_ratio(r['baseline_ratio'])} |\n")
+                     f"{sci(r['baseline_mean'])} | {r['change']:.2f} | "
+                     f"{ratio_text(r['ratio'], r['ratio_low'], r['ratio_high'])} | "
+                     f"{'yes' if r['paired'] else 'no'} | {p_text(r['p_value'])} | {p_text(r['q_value'])} | "
+                     f"{_ratio(r['p_improvement'])} | {sci(r['paper'])} | "
+                     f"{_ratio(r['paper_ratio'])}{within} | {_ratio(r['baseline_paper_ratio'])} |\n")
     return lines
-
-
-def _p(value: float) -> str:
-    return "-" if not np.isfinite(value) else (f"{value:.1e}" if value < 1e-3 else f"{value:.3f}")
 
 
 def _ratio(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.2f}"
 
 
-def ablation_section(cells: pd.DataFrame) -> str:
+def ablation_section(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> str:
     """The whole "Ablations" section of REPORT.md, or "" when the runs hold no variant."""
-    lines = ablation_lines(cells)
+    lines = ablation_lines(cells, errors)
     if not lines:
         return ""
     return ("## Ablations: one setting changed against its baseline\n\n"
             "Each row changes one setting of a baseline cell (same problem, backend and method) from the "
-            "paper's default; \"seeds\" counts the runs each mean is over, variant then baseline. "
-            "Welch p: two-sided test that the two mean errors are equal. The paper value is the baseline cell's.\n\n" + "".join(lines) + "\n")
+            "paper's default; \"seeds\" counts the runs each mean is over, variant then baseline. Geo-means: "
+            "the ratio of geometric means over seeds with its 95% bootstrap interval. Paired (same network, so "
+            "seed s starts both from the same weights and batches): Wilcoxon signed-rank test on the paired log "
+            "errors, over the seeds both cells have; unpaired: Mann-Whitney U on log error. P(variant lower): "
+            "the share of seeds (paired) or seed pairs (unpaired) on which the variant ends lower. q: "
+            "Benjamini-Hochberg over every row of this table. The paper value is the baseline cell's.\n\n"
+            + "".join(lines) + "\n")

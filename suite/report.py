@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from backends.settings import TrainSettings
-from suite.ablation import ablation_section
+from suite.ablation import ablation_section, variants
+from suite.method_comparison import method_comparisons
 from suite.campaign import Campaign, RunSpec
 from suite.escape import escape_section
 from suite.manifest import _git
-from suite.paper_comparison import comparison_section, device_names
+from suite.paper_comparison import comparison_section, device_names, measured_cells
 from suite.plots import FIGURES, Figure, Skipped, build_figures
+from suite.profiles import FIGURES_ACROSS_CELLS, rank_section
 from suite.record import DONE
 from suite.restore import restored_counts
 from suite.store import Store, gather, write_tables
-from suite.tables import PAPER_STEPS, build_tables, cell_stats, table_markdown
+from suite.statistics import FAILURE_FACTOR, failure_gap
+from suite.tables import PAPER_STEPS, build_tables, cell_stats, errors_by_cell, table_markdown
 from suite.tables import write_tables as write_table_files
 
 # Figures of the report (suite.plots.FIGURES): each takes (runs, history, figures directory, store root)
@@ -65,6 +67,27 @@ def _status_lines(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _last_finished(runs: pd.DataFrame) -> str:
+    """When the newest run in the report finished (from the records, so a rebuild gives the same text)."""
+    finished = pd.to_datetime(runs.get("finished", pd.Series(dtype=object)), utc=True, errors="coerce").dropna()
+    return f"newest run finished {finished.max():%Y-%m-%d %H:%M} UTC" if len(finished) else "no run finished yet"
+
+
+def _failure_lines(errors: dict[str, pd.Series]) -> str:
+    """Why a seed ending above FAILURE_FACTOR x its cell's median counts as failed, measured on these runs."""
+    gap = failure_gap([e.to_numpy() for e in errors.values()])
+    if not gap["runs"]:
+        return ""
+    above = (f"{gap['failed']} {'lies' if gap['failed'] == 1 else 'lie'} above it, the lowest at "
+             f"{gap['smallest_above']:.2f}" if gap["failed"] else "none lies above it")
+    return ("### Failed seeds\n\n"
+            f"A seed counts as failed when it ends more than {FAILURE_FACTOR:g}x above its cell's median error "
+            f"(log10 ratio {gap['threshold']:.2f}). Over the {gap['runs']} runs of cells with two or more seeds here, "
+            f"log10(error / cell median) is at most {gap['largest_below']:.2f} below that threshold and {above}: "
+            "the threshold sits in the gap between ordinary seed-to-seed spread and a seed left in a bad phase. "
+            "Failed seeds stay in every mean; the tables count them with a Wilson interval.\n\n")
+
+
 def _figure_lines(figures: Sequence[Figure], skipped: Sequence[Skipped]) -> list[str]:
     """The Figures section: each figure with its caption and files, then what was not drawn and why."""
     lines = []
@@ -88,11 +111,12 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
     ``history`` (the long history of the runs) gives the escape steps of :mod:`suite.escape`."""
     commit = _git("rev-parse", "--short", "HEAD")
     devices = device_names(runs)
+    # no clock time here: the same store and commit rebuild this page byte for byte
     parts = [f"# {campaign.name}: results beside the paper's\n\n",
              f"{campaign.description}\n\n" if campaign.description else "",
-             f"Wang, Teng & Perdikaris (2021), SIAM J. Sci. Comput. 43(5). Built "
-             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} from the store `{store.root}` "
-             f"(campaign {campaign.source}; gradpath commit {commit or 'unknown'}).\n\n",
+             f"Wang, Teng & Perdikaris (2021), SIAM J. Sci. Comput. 43(5). Built from the store `{store.root}` "
+             f"(campaign {campaign.source}; gradpath commit {commit or 'unknown'}); "
+             f"{_last_finished(runs)}.\n\n",
              "## Runs\n\n", *[line + "\n" for line in _status_lines(runs)], "\n"]
     differences = _differences(runs)
     if differences:
@@ -108,7 +132,9 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
                   "rebuilt from the store._\n\n", findings.strip() + "\n\n"]
     if tables:
         cells = cell_stats(runs)
-        parts += [comparison_section(cells, runs), ablation_section(cells)]
+        errors = errors_by_cell(runs)
+        parts += [comparison_section(cells, runs, errors), rank_section(runs, cells), _failure_lines(errors),
+                  ablation_section(cells, errors)]
         if history is not None:
             parts += [escape_section(runs, history)]
     parts += ["## Tables\n\n"] + [table_markdown(t) + "\n" for t in tables]
@@ -118,9 +144,28 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
     parts += _figure_lines(figures, skipped)
     parts += ["## Files\n\n`runs.csv` / `runs.parquet`: one row per run (config, summary, status); "
               "`history.parquet`: every logged row with its run `key`; `<table>.csv`: every cell's numbers "
-              "(n, mean, std, median, 95% CI, diverged, paper, ratio, improvement); `<table>.md`, `<table>.tex`: "
-              "the layouts above; `figures/`: every figure above as PNG and PDF.\n"]
+              "(n, mean, std, median and geometric mean with 95% bootstrap intervals, failures with a Wilson interval, "
+              "diverged, paper, ratio, consistency with the paper, improvement); `<table>.md`, `<table>.tex`: "
+              "the layouts above; `comparisons.csv`, `ablations.csv`: every comparison above; `figures/`: every figure above as PNG and PDF.\n"]
     return "".join(parts)
+
+
+def _write_comparisons(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """``comparisons.csv`` (method against method) and ``ablations.csv`` (variant against baseline): every
+    number of those REPORT.md tables; a file whose table is empty is removed rather than left stale."""
+    cells = cell_stats(runs) if not runs.empty else pd.DataFrame()
+    errors = errors_by_cell(runs) if not runs.empty else {}
+    frames = {"comparisons.csv": lambda: method_comparisons(measured_cells(cells), errors),
+              "ablations.csv": lambda: variants(cells, errors)}
+    written = []
+    for name, build in frames.items():
+        table = build() if not cells.empty else pd.DataFrame()
+        if table.empty:
+            (out / name).unlink(missing_ok=True)
+            continue
+        table.to_csv(out / name, index=False)
+        written.append(out / name)
+    return written
 
 
 def build_report(campaign: Campaign, specs: Sequence[RunSpec], store: Store, out: str | Path) -> list[Path]:
@@ -130,7 +175,8 @@ def build_report(campaign: Campaign, specs: Sequence[RunSpec], store: Store, out
     written = write_tables(out, runs, history)
     tables = build_tables(runs)
     written += write_table_files(tables, out)
-    figures, skipped = build_figures(runs, history, out / FIGURES_DIR, store.root, FIGURES)
+    written += _write_comparisons(runs, out)
+    figures, skipped = build_figures(runs, history, out / FIGURES_DIR, store.root, (*FIGURES, *FIGURES_ACROSS_CELLS))
     findings = out / FINDINGS
     text = findings.read_text() if findings.is_file() else None
     (out / "REPORT.md").write_text(report_text(campaign, runs, tables, figures, store, skipped, text, history))

@@ -2,10 +2,16 @@
 
 A *cell* is every run with the same configuration except the seed. Per cell: ``n`` (complete runs
 with a finite error), ``runs``, ``diverged`` (loss became non-finite, or a non-finite final error),
-``failed``, ``incomplete`` (missing, killed or interrupted), ``mean``, ``std`` (ddof 1), ``median``,
-the 95% confidence interval of the mean (Student t, n - 1 degrees of freedom), the paper's value,
-``ratio`` = mean / paper and ``improvement`` = mean of M1 / mean of this method in the same row.
-Diverged runs are left out of the mean and counted beside it, never dropped silently.
+``failed`` (the run crashed, or its record is damaged), ``incomplete`` (missing, killed or
+interrupted); over the n final errors, the paper's statistic ``mean`` and ``std`` (ddof 1), then the
+statistics of :mod:`suite.statistics` that survive heavy tails: ``median`` and ``geomean`` (geometric
+mean) with 95% bootstrap intervals, ``failures`` and ``failure_rate`` (seeds ending above 10x the
+cell's median) with a Wilson interval, ``stats_note`` where something is not computable (one seed,
+no seed). Beside the paper's value (``paper``, a mean of ``paper_runs`` runs): ``ratio`` = mean /
+paper, the consistency test of :func:`suite.statistics.paper_consistency` (``paper_verdict``,
+``paper_factor_low``/``_high``, ``paper_p``, ``paper_q``: Benjamini-Hochberg over the cells of one
+campaign), and ``improvement`` = mean of M1 / mean of this method in the same row.
+Diverged runs are left out of the statistics and counted beside them, never dropped silently.
 
 Tables: ``table2`` (Helmholtz, rows width x depth), ``table3`` (Klein-Gordon), ``cavity`` (rows:
 form); any other problem gets a table of its own. Every configuration column that varies within a
@@ -25,11 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-
 from backends.settings import TrainSettings
 from problems import problem_class
 from suite.record import DONE
+from suite.statistics import adjust_pvalues, cell_summary, paper_consistency
 
 PAPER_STEPS = 40001
 PAPER_METRIC = {"rel_l2": "rel_l2_u", "rel_spectral": "rel_l2_speed_spectral"}  # ours -> the paper csv's
@@ -101,35 +106,57 @@ def config_columns(frame: pd.DataFrame) -> list[str]:
             if c in ("problem", "backend") or c in SETTING_COLUMNS or c.startswith("param_")]
 
 
+def _finished(group: pd.DataFrame) -> pd.Series:
+    """A mask of the runs that count: complete, with a finite final error."""
+    error = pd.to_numeric(group["error"], errors="coerce") if "error" in group else pd.Series(np.nan, group.index)
+    return (group["status"] == "complete") & np.isfinite(error)
+
+
+def seed_errors(group: pd.DataFrame) -> pd.Series:
+    """The final errors of a cell's complete runs with a finite error, indexed by seed (in seed order)."""
+    ok = _finished(group)
+    error = pd.to_numeric(group.loc[ok, "error"], errors="coerce")
+    # sorted by seed: the bootstrap resamples by position, so the row order of the store must not matter
+    return pd.Series(error.to_numpy(float), index=pd.Index(group.loc[ok, "seed"].to_numpy(), name="seed"),
+                     name="error").sort_index(kind="stable")
+
+
 def _stats(group: pd.DataFrame) -> dict[str, object]:
     status = group["status"]
-    error = pd.to_numeric(group["error"], errors="coerce") if "error" in group else pd.Series(np.nan, group.index)
-    ok = (status == "complete") & np.isfinite(error)
-    values = error[ok].to_numpy(float)
-    n = len(values)
-    mean = float(values.mean()) if n else math.nan
-    std = float(values.std(ddof=1)) if n > 1 else math.nan
-    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
-    ms = pd.to_numeric(group.get("ms_per_step", pd.Series(dtype=float)), errors="coerce")[ok]
+    done = _finished(group)
+    ms = pd.to_numeric(group.get("ms_per_step", pd.Series(dtype=float)), errors="coerce")[done]
     ms_median = float(ms.median()) if len(ms.dropna()) else math.nan
-    return {"n": n, "runs": len(group), "diverged": int((status == "diverged").sum() + ((status == "complete") & ~ok).sum()),
-            "failed": int(status.isin(DONE_BAD).sum()),
-            "incomplete": int((~status.isin((*DONE, *DONE_BAD))).sum()),
-            "mean": mean, "std": std, "median": float(np.median(values)) if n else math.nan,
-            "ci95_low": mean - half, "ci95_high": mean + half, "ms_per_step": ms_median,
-            "seconds_40k": ms_median * PAPER_STEPS / 1e3}
+    summary = cell_summary(seed_errors(group).to_numpy())
+    diverged = int((status == "diverged").sum() + ((status == "complete") & ~done).sum())
+    if summary["n"] == 0 and diverged:
+        summary["stats_note"] = f"every run diverged ({diverged})"
+    return {"runs": len(group), "diverged": diverged, "failed": int(status.isin(DONE_BAD).sum()),
+            "incomplete": int((~status.isin((*DONE, *DONE_BAD))).sum()), **summary,
+            "ms_per_step": ms_median, "seconds_40k": ms_median * PAPER_STEPS / 1e3}
 
 
-def _paper_value(paper: pd.DataFrame, cell: pd.Series, metric: str | None) -> float:
+def _paper_row(paper: pd.DataFrame, cell: pd.Series, metric: str | None) -> pd.Series | None:
+    """The paper's row for ``cell`` and ``metric`` (None where the paper has no such number)."""
     if metric is None:
-        return math.nan
+        return None
     rows = paper[(paper["problem"] == cell["problem"]) & (paper["metric"] == metric)
                  & (paper["method"] == cell.get("method")) & (paper["width"] == cell.get("width"))
                  & (paper["depth"] == cell.get("depth"))]
     for _, row in rows.iterrows():
         if all(same_value(cell.get(f"param_{k}"), v) for k, v in row["parameters"].items()):
-            return float(row["value"])
-    return math.nan
+            return row
+    return None
+
+
+def _paper_value(paper: pd.DataFrame, cell: pd.Series, metric: str | None) -> float:
+    row = _paper_row(paper, cell, metric)
+    return math.nan if row is None else float(row["value"])
+
+
+def _paper_runs(paper: pd.DataFrame, cell: pd.Series, metric: str | None) -> float:
+    """How many runs the paper's value is a mean of (1 for its single-run figures)."""
+    row = _paper_row(paper, cell, metric)
+    return math.nan if row is None or pd.isna(row.get("runs")) else float(row["runs"])
 
 
 def cell_groups(runs: pd.DataFrame) -> Iterator[tuple[dict[str, object], pd.DataFrame]]:
@@ -142,19 +169,42 @@ def cell_groups(runs: pd.DataFrame) -> Iterator[tuple[dict[str, object], pd.Data
             yield dict(zip(keys, values)), group
 
 
+def cell_id(cell: dict[str, object]) -> str:
+    """A cell's name as text: every configuration value but the seed, e.g. ``problem=helmholtz|backend=jax|...``."""
+    return "|".join(f"{k}={'' if is_missing(v) else v}" for k, v in cell.items())
+
+
+def errors_by_cell(runs: pd.DataFrame) -> dict[str, pd.Series]:
+    """Each cell's final errors by seed (:func:`seed_errors`), keyed by :func:`cell_id`, the index of
+    :func:`cell_stats`' rows, so that a comparison can pair two cells' seeds."""
+    return {cell_id(cell): seed_errors(group) for cell, group in cell_groups(runs)}
+
+
 def cell_stats(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per cell (configuration without the seed): the statistics above, the paper's value and ratios."""
+    """One row per cell (configuration without the seed), indexed by :func:`cell_id`: the statistics
+    above, the paper's value, the consistency test and ratios."""
     paper = paper_results() if paper is None else paper
+    groups = list(cell_groups(runs))
     out = pd.DataFrame([{**cell, "metric": problem_class(cell["problem"]).primary_metric, **_stats(group)}
-                        for cell, group in cell_groups(runs)])
+                        for cell, group in groups],
+                       index=pd.Index([cell_id(cell) for cell, _ in groups], name="cell"))
     if out.empty:
         return out
     out["paper"] = [_paper_value(paper, c, PAPER_METRIC.get(c["metric"])) for _, c in out.iterrows()]
+    out["paper_runs"] = [_paper_runs(paper, c, PAPER_METRIC.get(c["metric"])) for _, c in out.iterrows()]
     out["paper_seconds_40k"] = [_paper_value(paper, c, PAPER_TIME) for _, c in out.iterrows()]
     params = sorted(c for c in out if c.startswith("param_"))
     config = [c for c in config_columns(out) if c not in params]
     out = out[config + params + [c for c in out if c not in config and c not in params]]
     out["ratio"] = out["mean"] / out["paper"]
+    tests = [paper_consistency(seed_errors(group).to_numpy(), paper_value,
+                               int(runs_) if np.isfinite(runs_) else 1)
+             for (_, group), paper_value, runs_ in zip(groups, out["paper"], out["paper_runs"])]
+    out["paper_verdict"] = [t.verdict or (t.note if np.isfinite(p) else "") for t, p in zip(tests, out["paper"])]
+    out["paper_factor_low"] = [t.low for t in tests]
+    out["paper_factor_high"] = [t.high for t in tests]
+    out["paper_p"] = [t.p_value for t in tests]
+    out["paper_q"] = adjust_pvalues(out["paper_p"].to_numpy())
     row_id = _row_ids(out)
     for column, source in (("improvement", "mean"), ("paper_improvement", "paper")):
         m1 = out[source].where(out["method"] == "M1").groupby(row_id).transform("max")
@@ -175,14 +225,35 @@ def _fmt(value: float, spec: str = ".2e") -> str:
 
 
 def _ours(cell: pd.Series) -> str:
-    if cell["n"] == 0:
-        text = "-"
-    else:
-        half = cell["ci95_high"] - cell["mean"]
-        text = _fmt(cell["mean"]) + (f" ± {_fmt(half, '.1e')}" if np.isfinite(half) else "")
+    """The paper's statistic for one cell: the mean over seeds, with what is left out of it in brackets."""
+    text = "-" if cell["n"] == 0 else _fmt(cell["mean"])
     notes = [f"n={cell['n']}/{cell['runs']}"] if cell["n"] != cell["runs"] else []
     notes += [f"{cell[k]} {k}" for k in ("diverged", "failed", "incomplete") if cell[k]]
     return text + (f" [{', '.join(notes)}]" if notes else "")
+
+
+def _verdict(cell: pd.Series) -> str:
+    """Ours against the paper: the factor ours/paper and the consistency test's verdict ("not tested"
+    where the cell has too few seeds for it; ``paper_verdict`` then says why)."""
+    if not np.isfinite(cell.get("paper", math.nan)) or cell["n"] == 0:
+        return ""
+    short = {"consistent": "consistent", "ours higher": "higher", "ours lower": "lower"}
+    return f"{cell['ratio']:.2f}x {short.get(cell.get('paper_verdict'), 'not tested')}"
+
+
+def _interval(cell: pd.Series, name: str) -> str:
+    """``value [low, high]`` of a statistic with its 95% interval, or the reason it has none."""
+    if not np.isfinite(cell.get(name, math.nan)):
+        return cell.get("stats_note") or "-"
+    low, high = cell.get(f"{name}_low", math.nan), cell.get(f"{name}_high", math.nan)
+    bounds = f" [{_fmt(low)}, {_fmt(high)}]" if np.isfinite(low) and np.isfinite(high) else ""
+    return _fmt(cell[name]) + bounds
+
+
+def _failures(cell: pd.Series) -> str:
+    if not np.isfinite(cell.get("failure_rate", math.nan)):
+        return "-"
+    return f"{cell['failures']}/{cell['n']} [{cell['failure_low']:.2f}, {cell['failure_high']:.2f}]"
 
 
 def _row_keys(cells: pd.DataFrame, spec: TableSpec) -> list[str]:
@@ -199,7 +270,9 @@ def _label(column: str) -> str:
 def wide(cells: pd.DataFrame, spec: TableSpec, kind: str = "main") -> pd.DataFrame:
     """Cells in the paper's layout: rows ``spec.rows`` (+ varying columns), one column group per method.
 
-    ``kind``: ``main`` (ours: mean ± 95% CI half-width; the paper's value), ``ratio`` (ours/paper,
+    ``kind``: ``main`` (ours: the mean over seeds, the paper's statistic; the paper's value; the
+    factor ours/paper and the consistency verdict), ``robust`` (geometric mean and median, each with
+    its 95% bootstrap interval; failed seeds with a Wilson interval), ``ratio`` (ours/paper,
     improvement over M1 ours and paper) or ``time`` (seconds for 40,001 steps: ours from the median
     ms/step, compilation excluded; the paper's).
     """
@@ -207,7 +280,11 @@ def wide(cells: pd.DataFrame, spec: TableSpec, kind: str = "main") -> pd.DataFra
     keys = _row_keys(cells, spec)
     methods = [m for m in METHOD_ORDER if m in set(cells["method"])] + \
               sorted(set(cells["method"]) - set(METHOD_ORDER))
-    columns = {"main": lambda m: {m: _ours, f"{m} paper": lambda c: _fmt(c["paper"])},
+    columns = {"main": lambda m: {m: _ours, f"{m} paper": lambda c: _fmt(c["paper"]),
+                                  f"{m} vs paper": _verdict},
+               "robust": lambda m: {f"{m} geo-mean [95% CI]": lambda c: _interval(c, "geomean"),
+                                    f"{m} median [95% CI]": lambda c: _interval(c, "median"),
+                                    f"{m} failed [95% CI]": _failures},
                "ratio": lambda m: {f"{m} ours/paper": lambda c: _fmt(c["ratio"], ".3g"),
                                    f"{m} xM1": lambda c: _fmt(c["improvement"], ".3g"),
                                    f"{m} xM1 paper": lambda c: _fmt(c["paper_improvement"], ".3g")},
@@ -248,6 +325,7 @@ class Table:
     spec: TableSpec
     cells: pd.DataFrame
     main: pd.DataFrame
+    robust: pd.DataFrame
     ratio: pd.DataFrame
     time: pd.DataFrame | None
 
@@ -266,7 +344,7 @@ def build_tables(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> list[
         mine = cells[cells["problem"] == spec.problem]
         mine = mine.drop(columns=[c for c in config_columns(mine) if mine[c].isna().all()])
         has_time = "paper_seconds_40k" in mine and mine["paper_seconds_40k"].notna().any()
-        tables.append(Table(spec, mine, wide(mine, spec, "main"), wide(mine, spec, "ratio"),
+        tables.append(Table(spec, mine, wide(mine, spec, "main"), wide(mine, spec, "robust"), wide(mine, spec, "ratio"),
                             wide(mine, spec, "time") if has_time else None))
     return tables
 
@@ -280,7 +358,9 @@ def write_tables(tables: list[Table], out: str | Path) -> list[Path]:
         name = table.spec.name
         table.cells.to_csv(out / f"{name}.csv", index=False)
         (out / f"{name}.md").write_text(table_markdown(table))
-        tex = latex(table.main, table.spec.title) + "\n" + latex(table.ratio, table.spec.title + " (ratios)")
+        tex = "\n".join([latex(table.main, table.spec.title),
+                         latex(table.robust, table.spec.title + " (geometric mean, median, failed seeds)"),
+                         latex(table.ratio, table.spec.title + " (ratios)")])
         if table.time is not None:
             tex += "\n" + latex(table.time, table.spec.title + " (seconds for 40,001 steps)")
         (out / f"{name}.tex").write_text(tex)
@@ -289,10 +369,19 @@ def write_tables(tables: list[Table], out: str | Path) -> list[Path]:
 
 
 def table_markdown(table: Table) -> str:
-    """The markdown of one table: ours beside the paper, then ratios, then timings where the paper has them."""
-    text = (f"### {table.spec.title}\n\nOurs: mean ± 95% CI half-width over seeds (Student t); diverged runs are "
-            f"left out of the mean and counted in brackets. Paper: the published value.\n\n{markdown(table.main)}\n"
-            f"Ratio ours/paper, and improvement over M1 (mean of M1 / mean of the method, same row):\n\n"
+    """The markdown of one table: ours beside the paper, the heavy-tail statistics, ratios, and
+    timings where the paper has them."""
+    text = (f"### {table.spec.title}\n\nOurs: the mean over seeds (the paper's statistic); diverged runs are "
+            "left out and counted in brackets. Paper: the published value (Table 2: a mean of 10 runs; Table 3 "
+            "and the cavity: one run). \"vs paper\": ours/paper and whether the paper's value is consistent with "
+            "our seeds (`suite.statistics.paper_consistency`: the published number as one mean of as many runs as "
+            "the paper's, drawn from our seed distribution; 95% bootstrap interval of the log ratio).\n\n"
+            f"{markdown(table.main)}\n"
+            "Statistics that survive one bad seed: geometric mean and median, each with a 95% BCa bootstrap "
+            "interval over seeds (9,999 resamples, fixed seed); failed seeds (ending above 10x the cell's median) "
+            "with a 95% Wilson interval. With 3 seeds an interval is rough; with one it is not computable.\n\n"
+            f"{markdown(table.robust)}\n"
+            "Ratio ours/paper, and improvement over M1 (mean of M1 / mean of the method, same row):\n\n"
             f"{markdown(table.ratio)}")
     if table.time is not None:
         text += ("\nTraining seconds for 40,001 steps: ours = median ms/step x 40,001 (compilation excluded, "

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from suite.tables import build_tables, cell_stats, paper_results, write_tables
+from suite import statistics
+from suite.tables import build_tables, cell_stats, errors_by_cell, paper_results, write_tables
 
-T_975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student t quantiles, from a printed table
 NAN = float("nan")
 
 
@@ -62,15 +62,21 @@ def test_cell_statistics_by_hand(runs):
     assert (m1["n"], m1["runs"], m1["diverged"], m1["failed"]) == (3, 4, 1, 0)  # the diverged run is counted
     assert m1["mean"] == pytest.approx(0.2) and m1["median"] == pytest.approx(0.2)
     assert m1["std"] == pytest.approx(0.1)  # sqrt((0.01 + 0 + 0.01) / 2)
-    half = T_975[2] * 0.1 / math.sqrt(3)
-    assert (m1["ci95_low"], m1["ci95_high"]) == (pytest.approx(0.2 - half), pytest.approx(0.2 + half))
+    assert m1["geomean"] == pytest.approx((0.1 * 0.2 * 0.3) ** (1 / 3))
+    geo = statistics.geometric_mean([0.1, 0.2, 0.3])  # the diverged run is not in it
+    assert (m1["geomean_low"], m1["geomean_high"]) == (geo.low, geo.high)
+    assert 0 < m1["geomean_low"] < m1["geomean"] < m1["geomean_high"]
+    assert 0 < m1["median_low"] <= m1["median"] <= m1["median_high"]
+    assert (m1["failures"], m1["failure_rate"]) == (0, 0.0)
+    assert (m1["failure_low"], m1["failure_high"]) == pytest.approx(statistics.wilson_interval(0, 3))
+    assert m1["paper_runs"] == 10 and m1["paper_verdict"].startswith("3 seeds: too few to test")
     assert m1["paper"] == 1.06e-01 and m1["ratio"] == pytest.approx(0.2 / 0.106)
     assert m1["improvement"] == pytest.approx(1.0)
 
     m4 = _cell(cells, "helmholtz", "M4", param_a2=4.0)
     assert (m4["n"], m4["runs"], m4["diverged"], m4["failed"]) == (2, 3, 0, 1)
     assert m4["mean"] == pytest.approx(0.02) and m4["std"] == pytest.approx(math.sqrt(2) * 0.01)
-    assert m4["ci95_high"] - m4["mean"] == pytest.approx(T_975[1] * math.sqrt(2) * 0.01 / math.sqrt(2))
+    assert m4["geomean"] == pytest.approx(math.sqrt(0.01 * 0.03))
     assert m4["paper"] == 3.87e-03 and m4["ratio"] == pytest.approx(0.02 / 0.00387)
     assert m4["improvement"] == pytest.approx(0.2 / 0.02)  # mean of M1 / mean of M4, same row
     assert m4["paper_improvement"] == pytest.approx(0.106 / 0.00387)
@@ -79,10 +85,12 @@ def test_cell_statistics_by_hand(runs):
 def test_cells_of_other_configurations_stay_apart(runs):
     cells = cell_stats(runs)
     one = _cell(cells, "helmholtz", "M1", param_a2=1.0)
-    assert one["n"] == 1 and one["mean"] == 0.05 and math.isnan(one["std"]) and math.isnan(one["ci95_low"])
+    assert one["n"] == 1 and one["mean"] == 0.05 and math.isnan(one["std"]) and math.isnan(one["geomean_low"])
+    assert one["geomean"] == pytest.approx(0.05) and one["stats_note"] == "one seed: no interval"
     assert math.isnan(one["paper"])  # the paper reports a2 = 4 only
     gone = _cell(cells, "helmholtz", "M4", param_a2=1.0)
     assert gone["n"] == 0 and gone["diverged"] == 2 and math.isnan(gone["mean"])
+    assert gone["stats_note"] == "every run diverged (2)" and math.isnan(gone["geomean"])
     assert math.isnan(gone["improvement"])
 
 
@@ -102,12 +110,18 @@ def test_wide_layout_is_the_papers(runs):
     tables = {t.spec.name: t for t in build_tables(runs)}
     assert list(tables) == ["table2", "table3", "cavity"]
     main = tables["table2"].main
-    assert list(main.columns) == ["width", "depth", "a2", "M1", "M1 paper", "M4", "M4 paper"]
+    assert list(main.columns) == ["width", "depth", "a2", "M1", "M1 paper", "M1 vs paper", "M4", "M4 paper",
+                                  "M4 vs paper"]
     paper_row = main[main["a2"] == 4.0].iloc[0]
-    half = T_975[2] * 0.1 / math.sqrt(3)
-    assert paper_row["M1"] == f"2.00e-01 ± {half:.1e} [n=3/4, 1 diverged]"
+    assert paper_row["M1"] == "2.00e-01 [n=3/4, 1 diverged]"
     assert paper_row["M1 paper"] == "1.06e-01" and paper_row["M4"].endswith("[n=2/3, 1 failed]")
+    assert paper_row["M1 vs paper"] == "1.89x not tested"  # three seeds: too few for the test
     assert main[main["a2"] == 1.0].iloc[0]["M4"] == "- [n=0/2, 2 diverged]"
+    robust = tables["table2"].robust
+    row = robust[robust["a2"] == 4.0].iloc[0]
+    assert row["M1 geo-mean [95% CI]"].startswith("1.82e-01 [") and row["M1 failed [95% CI]"].startswith("0/3 [0.00, ")
+    assert robust[robust["a2"] == 1.0].iloc[0]["M1 geo-mean [95% CI]"] == "5.00e-02"
+    assert robust[robust["a2"] == 1.0].iloc[0]["M4 geo-mean [95% CI]"] == "every run diverged (2)"
     ratio = tables["table2"].ratio[tables["table2"].ratio["a2"] == 4.0].iloc[0]
     assert ratio["M4 xM1"] == "10" and ratio["M4 xM1 paper"] == "27.4" and ratio["M1 ours/paper"] == "1.89"
     assert tables["table2"].time is None and tables["table3"].time is not None
@@ -119,12 +133,33 @@ def test_table_files(runs, tmp_path):
     assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in ("table2", "table3", "cavity")
                                                      for e in ("csv", "md", "tex"))
     back = pd.read_csv(tmp_path / "table2.csv")
-    assert {"n", "mean", "std", "median", "ci95_low", "ci95_high", "diverged", "paper", "ratio",
-            "improvement"} <= set(back.columns)
+    assert {"n", "mean", "std", "median", "median_low", "median_high", "geomean", "geomean_low", "geomean_high",
+            "failures", "failure_rate", "failure_low", "failure_high", "diverged", "paper", "paper_runs", "ratio",
+            "paper_verdict", "paper_p", "paper_q", "improvement"} <= set(back.columns)
+    assert "ci95_low" not in back.columns  # a Student t interval cannot be defended on heavy-tailed errors
     md = (tmp_path / "table2.md").read_text()
-    assert "| width | depth | a2 | M1 | M1 paper | M4 | M4 paper |" in md
+    assert "| width | depth | a2 | M1 | M1 paper | M1 vs paper | M4 | M4 paper | M4 vs paper |" in md
     tex = (tmp_path / "table2.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "±" not in tex
+    assert r"\begin{tabular}" in tex and "±" not in tex
+
+
+def test_no_bound_in_a_table_is_negative_for_a_positive_error():
+    # a heavy-tailed cell: nine seeds near 1e-2, one stuck near 0.3 (Helmholtz 100 x 7 M2's shape)
+    errors = [0.009, 0.011, 0.008, 0.01, 0.012, 0.0095, 0.0105, 0.009, 0.011, 0.31]
+    runs = pd.DataFrame([_run("helmholtz", "M2", s, e, width=100, depth=7, **HELMHOLTZ) for s, e in enumerate(errors)])
+    cell = cell_stats(runs).iloc[0]
+    for column in ("median_low", "geomean_low", "failure_low"):
+        assert cell[column] >= 0
+    assert cell["failures"] == 1 and cell["failure_rate"] == pytest.approx(0.1)
+    assert cell["paper_verdict"] in ("consistent", "ours higher", "ours lower")
+
+
+def test_errors_by_cell_pairs_seeds_whatever_the_row_order(runs):
+    shuffled = runs.sample(frac=1, random_state=7).reset_index(drop=True)
+    errors, cells = errors_by_cell(shuffled), cell_stats(shuffled)
+    m1 = _cell(cells, "helmholtz", "M1", param_a2=4.0)
+    assert errors[m1.name].sort_index().to_dict() == {0: 0.1, 1: 0.2, 2: 0.3}
+    assert set(errors) == set(cells.index)
 
 
 def test_paper_results_ship_with_the_package():
