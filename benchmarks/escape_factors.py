@@ -1,9 +1,10 @@
-"""Does the input normalisation, or the seed itself, decide when a run leaves the trivial solution?
+"""Does the input normalisation, or the seed itself, decide when a run's error first falls below 0.5?
 
     PYTHONPATH=. python benchmarks/escape_factors.py STORE [--problem helmholtz] [--backend jax] [--method M1]
 
-Helmholtz's M1 runs leave u = 0 (error about 1) at very different steps, and late ones end with large
-errors (results/paper/findings.md). Two things that differ between seeds could set that step: the
+Helmholtz's M1 runs leave their slow phase (boundary-violating: error 3-8, boundary loss near 35;
+not u = 0, see :mod:`suite.escape`) at very different steps, and late ones end with large errors
+(results/paper/findings.md). Two things that differ between seeds could set that step: the
 input normalisation, whose statistics the authors' code estimates from a random sample (spec 11),
 and the seed's initial weights. For the store's complete runs of one problem, backend and method,
 with the paper's settings apart from width and depth, this prints:

@@ -128,9 +128,11 @@ def _stats(group: pd.DataFrame) -> dict[str, object]:
     ms_median = float(ms.median()) if len(ms.dropna()) else math.nan
     summary = cell_summary(seed_errors(group).to_numpy())
     diverged = int((status == "diverged").sum() + ((status == "complete") & ~done).sum())
-    if summary["n"] == 0 and diverged:
-        summary["stats_note"] = f"every run diverged ({diverged})"
-    return {"runs": len(group), "diverged": diverged, "failed": int(status.isin(DONE_BAD).sum()),
+    failed = int(status.isin(DONE_BAD).sum())
+    if summary["n"] == 0 and (diverged or failed):  # say why nothing is computable, not just that
+        summary["stats_note"] = "every run " + " or ".join(
+            f"{word} ({count})" for word, count in (("diverged", diverged), ("failed", failed)) if count)
+    return {"runs": len(group), "diverged": diverged, "failed": failed,
             "incomplete": int((~status.isin((*DONE, *DONE_BAD))).sum()), **summary,
             "ms_per_step": ms_median, "seconds_40k": ms_median * PAPER_STEPS / 1e3}
 

@@ -166,3 +166,15 @@ def test_paper_results_ship_with_the_package():
     paper = paper_results()
     assert len(paper) == 55 and set(paper["problem"]) == {"helmholtz", "klein-gordon", "cavity"}
     assert paper[paper["problem"] == "cavity"]["parameters"].iloc[0] == {"form": "psi-p", "Re": 100.0}
+
+
+def test_a_cell_whose_every_run_failed_says_so_in_every_layout():
+    runs = pd.DataFrame([_run("helmholtz", "M2", s, NAN, "failed", **HELMHOLTZ) for s in range(3)]
+                        + [_run("helmholtz", "M1", s, 0.1 + s / 100, **HELMHOLTZ) for s in range(3)])
+    cell = _cell(cell_stats(runs), "helmholtz", "M2")
+    assert cell["n"] == 0 and cell["failed"] == 3 and cell["stats_note"] == "every run failed (3)"
+    table = build_tables(runs)[0]
+    assert table.main.iloc[0]["M2"] == "- [n=0/3, 3 failed]" and table.main.iloc[0]["M2 vs paper"] == ""
+    assert table.robust.iloc[0]["M2 geo-mean [95% CI]"] == "every run failed (3)"
+    for frame in (table.main, table.robust, table.ratio):
+        assert "nan" not in frame.to_string().lower()
