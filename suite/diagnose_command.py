@@ -13,7 +13,7 @@ from suite.record import load_gradients
 
 
 def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
-    """Register ``gradpath diagnose PRESET [--backend] [--out] [--steps] [--seed] [--parameter-set]``."""
+    """Register ``gradpath diagnose PRESET [--backend] [--out] [--steps] [--seeds N...|--seed N] [--parameter-set]``."""
     sub = commands.add_parser(
         "diagnose", help="gradient-pathology diagnostics: the paper's Figs. 3, 4, 5 and 11",
         description="Train the runs of a diagnostics preset and write gradient histograms, Hessian eigenvalues, "
@@ -28,7 +28,12 @@ def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--backend", default="jax", metavar="NAME", help="jax or torch (default: jax)")
     sub.add_argument("--out", metavar="DIR", help="output directory (default: results/diagnostics/PRESET)")
     sub.add_argument("--steps", type=int, metavar="N", help="Adam steps per run (default: the paper's 40000)")
-    sub.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights and batches (default: 0)")
+    seeds = sub.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, nargs="+", metavar="N",
+                       help="seeds of weights and batches, one run directory each (default: the preset's: "
+                            + "; ".join(f"{k} {' '.join(map(str, e.seeds))}" for k, e in PRESETS.items())
+                            + "); a seed whose runs are complete in --out is read back, not trained again")
+    seeds.add_argument("--seed", type=int, metavar="N", help="one seed: the same as --seeds N")
     sub.add_argument("--parameter-set", default="weights", metavar="NAME",
                      help="parameters of the statistics and Hessians: weights (the authors', default) or all")
     sub.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -45,13 +50,18 @@ def cmd_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> int:
     get_experiment(args.preset)
     if args.backend not in ("jax", "torch"):
         raise unknown_choice("backend with Hessian products", args.backend, ("jax", "torch"))
-    if args.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
-    out = run_experiment(args.preset, backend=args.backend, out=args.out, steps=args.steps, seed=args.seed,
+    seeds = args.seeds if args.seeds is not None else None if args.seed is None else [args.seed]
+    if seeds is not None and (min(seeds) < 0 or len(set(seeds)) != len(seeds)):
+        raise UsageError(f"--seed/--seeds take distinct non-negative integers, got {' '.join(map(str, seeds))}")
+    out = run_experiment(args.preset, backend=args.backend, out=args.out, steps=args.steps, seeds=seeds,
                          parameter_set=args.parameter_set, quiet=args.quiet, report_only=args.report_only)
     numbers = json.loads((out / "numbers.json").read_text())
-    print(f"{args.preset}: " + "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+    over = f" (median over seeds {' '.join(map(str, numbers['seeds']))})" if len(numbers["seeds"]) > 1 else ""
+    print(f"{args.preset}{over}: " + "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in numbers.get("headline", {}).items()) + f"; written to {out}")
+    if numbers.get("missing_seeds"):
+        print(f"{args.preset}: seeds {' '.join(map(str, numbers['missing_seeds']))} have no complete runs in {out} "
+              "and are left out", flush=True)
     return 0
 
 

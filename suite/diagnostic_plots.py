@@ -3,10 +3,10 @@
 - :func:`histogram_figure`: per-layer distributions of grad L_r and grad(lambda_i L_i), one
   panel per weight matrix and one row per run (paper Figs. 2, 3, 7, 12, 13), drawn from the
   fixed-bin histograms of a ``gradients.npz`` as densities (count / (entries x bin width)).
-- :func:`sigma_max_figure`: sigma_max of the Hessian vs training step, one line per run and one
-  panel per loss (Figs. 5, 11).
-- :func:`spectrum_figure`: all Hessian eigenvalues of each loss in ascending order and the loss
-  curves (Fig. 4a, b).
+- :func:`sigma_max_figure`: sigma_max of the Hessian vs training step, one panel per loss and, per
+  run, the median over seeds as a line and their range (min to max) as a band (Figs. 5, 11).
+- :func:`spectrum_figure`: all Hessian eigenvalues of each loss in ascending order (Fig. 4a).
+- :func:`losses_figure`: the loss terms over training with their running medians (Fig. 4b).
 
 The look follows suite/plots.py: whitegrid with dotted grid lines, the colorblind palette, the
 same font sizes, constrained layout, 150 dpi.
@@ -101,19 +101,49 @@ def histogram_figure(records: Sequence[tuple[str, GradientRecord]], path: Path, 
         return _save(fig, path)
 
 
-def sigma_max_figure(histories: Sequence[tuple[str, pd.DataFrame]], terms: Sequence[str], path: Path,
-                     title: str = "") -> Path:
-    """sigma_max of the Hessian of each loss in ``terms`` vs training step, one line per run."""
+def seed_band(frames: Sequence[pd.DataFrame], column: str) -> pd.DataFrame:
+    """Median, min and max of ``column`` over the seeds' histories at the steps all of them logged it.
+
+    Returns:
+        Columns ``step``, ``median``, ``low``, ``high`` and ``seeds`` (how many seeds each row pools).
+    """
+    series = [f[["step", column]].dropna().set_index("step")[column] for f in frames if column in f]
+    if not series:
+        return pd.DataFrame(columns=["step", "median", "low", "high", "seeds"])
+    values = pd.concat(series, axis=1, join="inner")  # a step missing in one seed would bias the band
+    return pd.DataFrame({"step": values.index.to_numpy(), "median": values.median(axis=1).to_numpy(),
+                         "low": values.min(axis=1).to_numpy(), "high": values.max(axis=1).to_numpy(),
+                         "seeds": values.shape[1]})
+
+
+def sigma_max_figure(histories: Sequence[tuple[str, Sequence[pd.DataFrame]]], terms: Sequence[str], path: Path,
+                     title: str = "", paper_range: tuple[float, float] | None = None) -> Path:
+    """sigma_max of the Hessian of each loss in ``terms`` vs training step, over seeds.
+
+    Args:
+        histories: per run, its label and one history per seed; each run is drawn as the median
+            over its seeds (line) and their min-max range (band; a single seed draws the line only).
+        paper_range: the y range of the paper's figure, drawn as two dotted lines in the panel of
+            the total loss (the only loss the paper plots).
+    """
     colours = sns.color_palette("colorblind", 10)
     with _style(), sns.plotting_context("paper", rc=STYLE):
         fig, axes = _canvas(1, len(terms), width=3.8, height=3.0)
         for ax, term in zip(axes[0], terms):
-            for k, (label, frame) in enumerate(histories):
-                column = f"sigma_max_{term}"
-                data = frame[["step", column]].dropna() if column in frame else pd.DataFrame()
-                if len(data):
-                    ax.plot(data["step"], data[column], color=colours[k], linewidth=1.3, marker="o", markersize=2.5,
-                            label=label)
+            for k, (label, frames) in enumerate(histories):
+                band = seed_band(frames, f"sigma_max_{term}")
+                if not len(band):
+                    continue
+                n = int(band["seeds"].iloc[0])
+                ax.plot(band["step"], band["median"], color=colours[k], linewidth=1.3, marker="o", markersize=2.0,
+                        label=f"{label}: median of {n} seeds, band min-max" if n > 1 else label)
+                if n > 1:
+                    ax.fill_between(band["step"], band["low"], band["high"], color=colours[k], alpha=0.25,
+                                    linewidth=0)
+            if paper_range is not None and term == "total":
+                for level in paper_range:
+                    ax.axhline(level, color="0.4", linestyle=":", linewidth=1.0,
+                               label="the paper's y-axis range" if level == paper_range[0] else None)
             ax.set_yscale("log")
             _steps_axis(ax)
             ax.set_ylabel("sigma_max of the Hessian")
@@ -124,11 +154,11 @@ def sigma_max_figure(histories: Sequence[tuple[str, pd.DataFrame]], terms: Seque
         return _save(fig, path)
 
 
-def spectrum_figure(spectra: dict[str, np.ndarray], history: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """(a) every eigenvalue of each loss's Hessian in ascending order; (b) the loss curves."""
+def spectrum_figure(spectra: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
+    """Every eigenvalue of each loss's Hessian in ascending order (Fig. 4a)."""
     colours = sns.color_palette("colorblind", 10)
     with _style(), sns.plotting_context("paper", rc=STYLE):
-        fig, axes = _canvas(1, 2, width=4.4, height=3.2)
+        fig, axes = _canvas(1, 1, width=5.0, height=3.4)
         ax = axes[0][0]
         for k, (term, values) in enumerate(spectra.items()):
             ax.plot(np.arange(len(values)), values, color=colours[k], linewidth=1.3,
@@ -138,17 +168,35 @@ def spectrum_figure(spectra: dict[str, np.ndarray], history: pd.DataFrame, path:
         ax.set_ylabel("eigenvalue")
         ax.set_title("(a) Hessian spectra at the last step")
         ax.legend(loc="upper left", frameon=False)
-        ax = axes[0][1]
-        for k, term in enumerate(spectra):
+        if title:
+            fig.suptitle(title, fontsize=10)
+        return _save(fig, path)
+
+
+def losses_figure(history: pd.DataFrame, terms: Sequence[str], path: Path, *, window: int, title: str = "") -> Path:
+    """Each loss term at every logged step (thin) and its running median over ``window`` logged steps (thick), Fig. 4b.
+
+    The running median separates the trend from the step-to-step oscillation the paper points at.
+    """
+    colours = sns.color_palette("colorblind", 10)
+    with _style(), sns.plotting_context("paper", rc=STYLE):
+        fig, axes = _canvas(1, 1, width=5.0, height=3.4)
+        ax = axes[0][0]
+        for k, term in enumerate(terms):
             column = f"loss_{term}"
-            if column in history:
-                data = history[["step", column]].dropna()
-                ax.plot(data["step"], data[column], color=colours[k], linewidth=1.0, label=LOSS_LABELS.get(term, term))
+            if column not in history:
+                continue
+            data = history[["step", column]].dropna()
+            symbol = LOSS_LABELS.get(term, term)
+            ax.plot(data["step"], data[column], color=colours[k], linewidth=0.7, alpha=0.7, label=symbol)
+            trend = data[column].rolling(window, center=True, min_periods=1).median()
+            ax.plot(data["step"], trend, color=colours[k], linewidth=2.0,
+                    label=f"{symbol}, running median of {window} logged steps")
         ax.set_yscale("log")
         _steps_axis(ax)
         ax.set_ylabel("loss")
         ax.set_title("(b) losses during training")
-        ax.legend(frameon=False)
+        ax.legend(frameon=False, fontsize=7)
         if title:
             fig.suptitle(title, fontsize=10)
         return _save(fig, path)

@@ -5,21 +5,26 @@ Each preset trains one or more runs through the Trainer protocol (init, warmup, 
 export) with the paper's settings, and at chosen steps records the per-layer gradient statistics
 and histograms of every loss term and the largest Hessian eigenvalue sigma_max of the total loss
 and of each term (backends.diagnostics). It writes under ``--out`` (default ``results/diagnostics/<preset>``):
-one directory per run (``history.csv``, ``gradients.npz``, ``spectra.npz`` where dense spectra
-were taken, ``params.npz``), the figures (PNG), ``numbers.json`` and a README.md with the
-measured ratios beside the paper's claims.
+one directory per run and seed (``history.csv``, ``gradients.npz``, ``spectra.npz`` where dense
+spectra were taken, ``params.npz``, ``summary.json``; see :func:`run_directory`), the figures
+(PNG), ``numbers.json`` and a README.md with the measured ratios beside the paper's claims.
+
+Seeds are data: a preset runs every seed of ``Experiment.seeds`` (or those asked for), and a seed
+whose run directory is complete (:func:`is_complete`) is read back instead of trained again, so an
+interrupted preset resumes and more seeds can be added later.
 
 - ``fig3``: 1-D Poisson, C = 1, 2, 4, M1: per-layer histograms of grad L_r and grad L_ub (Fig. 3).
 - ``fig4``: Helmholtz (a2 = 4), M1, full batch: all eigenvalues of the Hessians of L_r and L_ub
   at the end (Fig. 4a) and the loss curves (Fig. 4b).
 - ``fig5``: Helmholtz, M1, stiff a2 = 4 vs non-stiff a2 = 1: sigma_max over training (Fig. 5);
-  the stiff run's histograms are Fig. 2.
-- ``fig11``: Helmholtz (a2 = 4), M1 vs M3: sigma_max over training (Fig. 11).
+  the stiff run's histograms are Fig. 2. Seeds 0-4.
+- ``fig11``: Helmholtz (a2 = 4), M1 vs M3: sigma_max over training (Fig. 11). Seeds 0-4.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -37,7 +42,7 @@ from backends.diagnostics import (PARAMETER_SETS, GradientRecord, dense_spectrum
 from backends.settings import TrainSettings
 from problems import get_problem
 from problems.errors import UsageError, require_positive, unknown_choice
-from suite.record import PARAMS, load_gradients, save_gradients, write_json
+from suite.record import GRADIENTS, PARAMS, load_gradients, replace_atomically, save_gradients, write_json
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Experiment:
             fresh points every step.
         hessian_dtype: precision of the Hessian products.
         width, depth: hidden width and layers (None: the problem's network, as in the paper).
+        seeds: the seeds run by default (one run directory per plan and seed).
     """
 
     name: str
@@ -78,21 +84,24 @@ class Experiment:
     hessian_dtype: str = "float64"
     width: int | None = None
     depth: int | None = None
+    seeds: tuple[int, ...] = (0,)
 
 
+# sigma_max ratios vary from seed to seed: the presets that report them run five seeds
+SIGMA_SEEDS = (0, 1, 2, 3, 4)
 HELMHOLTZ = {"a1": 1.0, "a2": 4.0}
 PRESETS: dict[str, Experiment] = {
     "fig3": Experiment("fig3", "1-D Poisson, C = 1, 2, 4: per-layer gradient histograms of L_r and L_ub (Fig. 3)",
                        tuple(RunPlan(f"C={c}", "poisson1d", {"C": float(c)}) for c in (1, 2, 4))),
-    "fig4": Experiment("fig4", "Helmholtz a2 = 4, full batch: Hessian spectra of L_r and L_ub (Fig. 4)",
+    "fig4": Experiment("fig4", "Helmholtz a2 = 4, full batch: Hessian spectra of L_r and L_ub, and the losses (Fig. 4)",
                        (RunPlan("a2=4", "helmholtz", HELMHOLTZ),), batch_size=256, full_batch=True,
                        spectrum_terms=("residual", "boundary"), hessian_dtype="float32"),
     "fig5": Experiment("fig5", "Helmholtz, stiff a2 = 4 vs non-stiff a2 = 1: sigma_max over training (Figs. 2, 5)",
                        (RunPlan("a2=4", "helmholtz", HELMHOLTZ), RunPlan("a2=1", "helmholtz", {"a1": 1.0, "a2": 1.0})),
-                       hessian_every=1000),
+                       hessian_every=1000, seeds=SIGMA_SEEDS),
     "fig11": Experiment("fig11", "Helmholtz a2 = 4, M1 vs M3: sigma_max over training (Fig. 11)",
                         (RunPlan("M1", "helmholtz", HELMHOLTZ, "M1"), RunPlan("M3", "helmholtz", HELMHOLTZ, "M3")),
-                        hessian_every=1000),
+                        hessian_every=1000, seeds=SIGMA_SEEDS),
 }
 
 
@@ -101,6 +110,26 @@ def get_experiment(name: str) -> Experiment:
     if name not in PRESETS:
         raise unknown_choice("diagnostics preset", name, PRESETS)
     return PRESETS[name]
+
+
+def run_directory(out: Path, plan: RunPlan, seed: int) -> Path:
+    """Where the run of ``plan`` with ``seed`` lives under ``out``.
+
+    ``<label>`` (``=`` written as ``-``) for seed 0 and ``<label>-seed-<N>`` for the others: seed 0
+    keeps the directory it had before presets ran several seeds, so runs recorded then stay valid.
+    """
+    name = plan.label.replace("=", "-")
+    return Path(out) / (name if seed == 0 else f"{name}-seed-{seed}")
+
+
+def is_complete(experiment: Experiment, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run.
+
+    :func:`run_one` writes each file whole (atomically) once training has ended, ``history.csv``
+    after the others, so a run stopped on the way is not taken for a finished one.
+    """
+    files = ["history.csv", GRADIENTS, PARAMS] + (["spectra.npz"] if experiment.spectrum_terms else [])
+    return all((run_dir / f).is_file() for f in files)
 
 
 def _due(done: int, every: int, last: int) -> bool:
@@ -144,7 +173,12 @@ def checkpoint(trainer: Any, state: Any, problem: Any, batch: list[np.ndarray], 
 
 def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = "jax", seed: int = 0,
             parameter_set: str = "weights", quiet: bool = False) -> dict[str, Any]:
-    """Train ``plan`` with the experiment's schedule, writing its directory under ``out``; return its summary."""
+    """Train ``plan`` with the experiment's schedule and ``seed``, writing its :func:`run_directory` under ``out``.
+
+    Returns:
+        The run's summary (also written as ``summary.json``, last, with ``seed``) with its
+        ``history`` rows, ``gradients`` record and dense ``spectra``.
+    """
     problem = get_problem(plan.problem, **plan.parameters)
     # chunks end on every checkpoint: their length divides the log interval and both diagnostic intervals
     chunk = math.gcd(100, experiment.gradient_every, experiment.hessian_every)
@@ -168,7 +202,7 @@ def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = 
     chunk = min(chunk, settings.steps)
     compile_seconds = trainer.warmup(state, draw_batches(problem, np.random.default_rng(12345), chunk,
                                                          settings.batch_size, settings.dtype))
-    run_dir = out / plan.label.replace("=", "-")
+    run_dir = run_directory(out, plan, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = parameter_keys(params, parameter_set)
     record = GradientRecord(names, tuple(keys), tuple(int(params[k].size) for k in keys))
@@ -209,13 +243,12 @@ def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = 
         diagnose(done, [b[-1] for b in batches], row)
         history.append(row)
         if not quiet and done % max(settings.steps // 10, 1) == 0:
-            print(f"  {experiment.name} {plan.label}: step {done}/{settings.steps}, "
+            print(f"  {experiment.name} {plan.label} seed {seed}: step {done}/{settings.steps}, "
                   f"{problem.primary_metric} {row[problem.primary_metric]:.3e}", flush=True)
 
     exported = trainer.export(state)
-    np.savez(run_dir / PARAMS, **exported, norm_mu=mu, norm_sigma=sigma)
+    replace_atomically(run_dir / PARAMS, lambda f: np.savez(f, **exported, norm_mu=mu, norm_sigma=sigma))
     save_gradients(run_dir, record)
-    _write_history(run_dir / "history.csv", history)
     spectra = {}
     if experiment.spectrum_terms:
         batch = [b[0] for b in batches_for(1)]
@@ -225,35 +258,43 @@ def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = 
                                   parameter_set=parameter_set, net=settings.method_spec.net, gate=settings.gate,
                                   dtype=experiment.hessian_dtype)
             spectra[term] = dense_spectrum(op.matmat, op.n)
-        np.savez(run_dir / "spectra.npz", step=done, **spectra)
+        replace_atomically(run_dir / "spectra.npz", lambda f: np.savez(f, step=done, **spectra))
+    _write_history(run_dir / "history.csv", history)  # last of the files is_complete looks for: the run is done
     summary = {"label": plan.label, "problem": plan.problem, "parameters": plan.parameters, "method": plan.method,
-               "directory": run_dir.name, "steps": done, "error": history[-1].get(problem.primary_metric),
+               "seed": seed, "directory": run_dir.name, "steps": done,
+               "error": history[-1].get(problem.primary_metric),
                "metric": problem.primary_metric, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
                "wall_seconds": time.perf_counter() - t0}
     write_json(run_dir / "summary.json", summary)
     return {**summary, "history": history, "gradients": record, "spectra": spectra}
 
 
-def load_run(experiment: Experiment, plan: RunPlan, out: Path) -> dict[str, Any]:
-    """A finished run of ``plan`` as :func:`run_one` returned it, read back from its directory under ``out``."""
+def load_run(experiment: Experiment, plan: RunPlan, out: Path, seed: int = 0) -> dict[str, Any]:
+    """A finished run of ``plan`` and ``seed`` as :func:`run_one` returned it, read back from its directory."""
     import pandas as pd
 
-    run_dir = out / plan.label.replace("=", "-")
-    if not (run_dir / "history.csv").is_file():
-        raise UsageError(f"{run_dir} holds no finished run; run `gradpath diagnose {experiment.name}` first")
+    run_dir = run_directory(out, plan, seed)
+    if not is_complete(experiment, run_dir):
+        raise UsageError(f"{run_dir} holds no finished run; run `gradpath diagnose {experiment.name} --seeds {seed}` "
+                         "first")
     frame = pd.read_csv(run_dir / "history.csv")
     history = [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
                for row in frame.to_dict("records")]
     problem = get_problem(plan.problem, **plan.parameters)
     summary = {"label": plan.label, "problem": plan.problem, "parameters": plan.parameters, "method": plan.method,
-               "directory": run_dir.name, "steps": int(frame["step"].iloc[-1]),
+               "seed": seed, "directory": run_dir.name, "steps": int(frame["step"].iloc[-1]),
                "error": history[-1].get(problem.primary_metric), "metric": problem.primary_metric,
                "train_seconds": float(frame["seconds"].iloc[-1]), "compile_seconds": None, "wall_seconds": None}
     if (run_dir / "summary.json").is_file():
         summary.update(json.loads((run_dir / "summary.json").read_text()))
     elif (out / "numbers.json").is_file():  # records written before runs kept a summary of their own
-        earlier = json.loads((out / "numbers.json").read_text()).get("runs", [])
-        summary.update(next((r for r in earlier if r.get("label") == plan.label), {}))
+        earlier = json.loads((out / "numbers.json").read_text())
+        recorded = next((r for r in earlier.get("runs", []) if r.get("label") == plan.label
+                         and r.get("seed", earlier.get("seed", 0)) == seed), None)
+        if recorded is not None:
+            summary.update(recorded, seed=seed, directory=run_dir.name)
+            # kept beside the run from now on: the next numbers.json may leave this seed out
+            write_json(run_dir / "summary.json", summary)
     spectra = {}
     if (run_dir / "spectra.npz").is_file():
         with np.load(run_dir / "spectra.npz") as data:
@@ -262,21 +303,40 @@ def load_run(experiment: Experiment, plan: RunPlan, out: Path) -> dict[str, Any]
 
 
 def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows with different columns (diagnostics only at checkpoints) in one CSV, blanks where absent."""
+    """Rows with different columns (diagnostics only at checkpoints) in one CSV, blanks where absent; atomically."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    replace_atomically(path, lambda f: f.write(text.getvalue().encode()))
+
+
+def _check_steps(experiment: Experiment, result: dict[str, Any], run_dir: Path) -> None:
+    """Refuse a stored run trained for another number of steps (one that stopped on a non-finite loss is kept)."""
+    last = result["history"][-1]
+    diverged = any(not math.isfinite(v) for k, v in last.items() if k.startswith("loss_"))
+    if result["steps"] != experiment.steps and not diverged:
+        raise UsageError(f"{run_dir} holds a run of {result['steps']} steps, not {experiment.steps}; "
+                         "pass the same --steps or another --out")
 
 
 def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = None, steps: int | None = None,
-                   seed: int = 0, parameter_set: str = "weights", quiet: bool = False, report_only: bool = False) -> Path:
-    """Run a preset and write its runs, figures, ``numbers.json`` and README.md; return the output directory.
+                   seeds: Sequence[int] | None = None, parameter_set: str = "weights", quiet: bool = False,
+                   report_only: bool = False) -> Path:
+    """Run a preset for each seed and write its runs, figures, ``numbers.json`` and README.md.
 
-    With ``report_only``, nothing is trained: the figures and numbers are rebuilt from the runs in ``out``.
+    A run whose directory is already complete is read back, not trained again (resuming an
+    interrupted preset). With ``report_only`` nothing is trained: the report is rebuilt from the
+    seeds whose runs are all complete, and the others are named in it as missing.
+
+    Args:
+        seeds: the seeds to run (default: the preset's ``seeds``).
+
+    Returns:
+        The output directory.
     """
     from suite.diagnostic_report import write_report  # plotting only when a report is written
 
@@ -287,14 +347,35 @@ def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = 
         require_positive("--steps", steps)
         experiment = replace(experiment, steps=steps, gradient_every=min(experiment.gradient_every, steps),
                              hessian_every=min(experiment.hessian_every, steps))
+    seeds = list(experiment.seeds if seeds is None else seeds)
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError(f"seeds must be distinct non-negative integers, got {seeds}")
     out = Path(out or f"results/diagnostics/{name}")
     out.mkdir(parents=True, exist_ok=True)
-    results = [load_run(experiment, plan, out) for plan in experiment.runs] if report_only else []
-    for plan in experiment.runs if not report_only else ():
-        if not quiet:
-            print(f"{experiment.name}: training {plan.label} ({plan.problem} {plan.method}, {experiment.steps} steps, "
-                  f"{backend})", flush=True)
-        results.append(run_one(experiment, plan, out, backend=backend, seed=seed, parameter_set=parameter_set,
-                               quiet=quiet))
-    write_report(experiment, results, out, backend=backend, seed=seed, parameter_set=parameter_set)
+    results: list[dict[str, Any]] = []
+    missing: list[int] = []
+    for seed in seeds:
+        dirs = [run_directory(out, plan, seed) for plan in experiment.runs]
+        if report_only and not all(is_complete(experiment, d) for d in dirs):
+            missing.append(seed)
+            continue
+        for plan, run_dir in zip(experiment.runs, dirs):
+            if is_complete(experiment, run_dir):
+                result = load_run(experiment, plan, out, seed)
+                _check_steps(experiment, result, run_dir)
+                if not quiet and not report_only:
+                    print(f"{experiment.name}: {plan.label} seed {seed} is complete in {run_dir}, not trained again",
+                          flush=True)
+            else:
+                if not quiet:
+                    print(f"{experiment.name}: training {plan.label} seed {seed} ({plan.problem} {plan.method}, "
+                          f"{experiment.steps} steps, {backend})", flush=True)
+                result = run_one(experiment, plan, out, backend=backend, seed=seed, parameter_set=parameter_set,
+                                 quiet=quiet)
+            results.append(result)
+    if not results:
+        raise UsageError(f"{out} holds no complete run of {name} for seeds {', '.join(map(str, seeds))}; "
+                         f"run `gradpath diagnose {name}` first")
+    write_report(experiment, results, out, backend=backend, seeds=[s for s in seeds if s not in missing],
+                 missing_seeds=missing, parameter_set=parameter_set)
     return out

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from backends import get_backend
@@ -199,18 +201,18 @@ def test_a_preset_runs_end_to_end_and_writes_its_report(tmp_path):
     assert record.steps == [0, 20, 30]
     np.testing.assert_array_equal(np.array(record.counts).sum(axis=3)[-1], [[6, 36, 6]] * 2)
     assert len(results[0]["spectra"]["residual"]) == 6 + 36 + 6
-    files = write_report(experiment, results, tmp_path, backend=backend, seed=0, parameter_set="weights")
+    files = write_report(experiment, results, tmp_path, backend=backend, parameter_set="weights")
     assert {f.name for f in files} >= {"fig5-gradient-histograms.png", "fig5-sigma-max.png", "fig5-spectra.png",
-                                       "numbers.json", "README.md"}
+                                       "fig5-losses.png", "numbers.json", "README.md"}
     numbers = json.loads((tmp_path / "numbers.json").read_text())
-    ratio = numbers["sigma_max"]["total"]
+    ratio = numbers["per_seed"]["0"]["sigma_max"]["total"]
     a, b = (np.array([row["sigma_max_total"] for row in r["history"] if "sigma_max_total" in row]) for r in results)
     assert ratio["last_ratio"] == pytest.approx(a[-1] / b[-1])
     assert ratio["geometric_mean_ratio"] == pytest.approx(np.exp(np.mean(np.log(a / b))))
     # --report-only reads the runs back: the same numbers
     again = [load_run(experiment, plan, tmp_path) for plan in experiment.runs]
-    write_report(experiment, again, tmp_path / "again", backend=backend, seed=0, parameter_set="weights")
-    assert json.loads((tmp_path / "again" / "numbers.json").read_text())["sigma_max"] == numbers["sigma_max"]
+    write_report(experiment, again, tmp_path / "again", backend=backend, parameter_set="weights")
+    assert json.loads((tmp_path / "again" / "numbers.json").read_text())["per_seed"] == numbers["per_seed"]
     from suite.cli import main
     assert main(["diagnose", "histograms", str(tmp_path / "C-1"), str(tmp_path / "C-2"), "--step", "20",
                  "--out", str(tmp_path / "h.png")]) == 0
@@ -228,6 +230,12 @@ def test_the_diagnose_command_refuses_bad_input(capsys):
     assert "choose one of: jax, torch" in capsys.readouterr().err
     assert main(["diagnose", "histograms"]) == 2
     assert "at least one run directory" in capsys.readouterr().err
+    assert main(["diagnose", "fig5", "--seeds", "0", "-1"]) == 2
+    assert "distinct non-negative integers, got 0 -1" in capsys.readouterr().err
+    assert main(["diagnose", "fig5", "--seeds", "1", "1"]) == 2
+    assert "distinct non-negative integers, got 1 1" in capsys.readouterr().err
+    assert main(["diagnose", "fig5", "--seed", "1", "--seeds", "2"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_training_records_gradients_per_seed_also_when_seeds_are_vectorised():
@@ -247,3 +255,236 @@ def test_training_records_gradients_per_seed_also_when_seeds_are_vectorised():
     a, b = together[1].history[-1], alone.history[-1]
     for key in (k for k in b if k.startswith("grad_")):
         assert a[key] == pytest.approx(b[key], rel=1e-9), key
+
+
+# -- several seeds, resuming, and the numbers the reports compute --------------------------------------
+
+
+def _tiny(name="fig5"):
+    """A preset of two short runs per seed, small enough to train in seconds."""
+    from suite.diagnostics import Experiment, RunPlan
+
+    return Experiment(name, "a small preset", (RunPlan("C=1", "poisson1d", {"C": 1.0}),
+                                               RunPlan("C=2", "poisson1d", {"C": 2.0})),
+                      steps=20, batch_size=16, gradient_every=10, hessian_every=10, width=5, depth=2,
+                      hessian_terms=("total",), seeds=(0, 1))
+
+
+def test_seeds_are_run_directories_and_a_complete_seed_is_not_trained_again(tmp_path, monkeypatch):
+    from suite import diagnostics
+    from suite.diagnostics import run_directory, run_experiment
+
+    monkeypatch.setitem(diagnostics.PRESETS, "fig5", _tiny())
+    trained = []
+    original = diagnostics.run_one
+
+    def spy(experiment, plan, out, **options):
+        trained.append((plan.label, options["seed"]))
+        return original(experiment, plan, out, **options)
+
+    monkeypatch.setattr(diagnostics, "run_one", spy)
+    backend = "jax" if importlib.util.find_spec("jax") else "torch"
+    out = run_experiment("fig5", backend=backend, out=tmp_path, quiet=True)  # the preset's seeds: 0 and 1
+    assert trained == [("C=1", 0), ("C=2", 0), ("C=1", 1), ("C=2", 1)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["C-1", "C-1-seed-1", "C-2", "C-2-seed-1"]
+    assert run_directory(tmp_path, _tiny().runs[0], 1) == tmp_path / "C-1-seed-1"
+    assert json.loads((tmp_path / "C-2-seed-1" / "summary.json").read_text())["seed"] == 1
+    # different seeds train different networks
+    first, second = (np.load(tmp_path / d / "params.npz")["W0"] for d in ("C-1", "C-1-seed-1"))
+    assert not np.allclose(first, second)
+    numbers = json.loads((out / "numbers.json").read_text())
+    assert numbers["seeds"] == [0, 1] and numbers["missing_seeds"] == []
+    # each seed's ratio from its own histories; the headline is their median
+    ratios = {}
+    for seed in (0, 1):
+        a, b = (pd.read_csv(run_directory(tmp_path, plan, seed) / "history.csv")["sigma_max_total"].dropna()
+                for plan in _tiny().runs)
+        ratios[seed] = np.exp(np.mean(np.log(a.to_numpy() / b.to_numpy())))
+    key = "sigma_max C=1/C=2 (geometric mean over checkpoints)"
+    spread = numbers["spread"][key]
+    assert spread["per_seed"] == {str(s): pytest.approx(r) for s, r in ratios.items()}
+    assert spread["median"] == pytest.approx(np.median(list(ratios.values())))
+    assert (spread["min"], spread["max"]) == (pytest.approx(min(ratios.values())), pytest.approx(max(ratios.values())))
+    assert numbers["headline"][key] == spread["median"]
+    readme = (out / "README.md").read_text()
+    assert "--seeds 0 1" in readme and "| median | min | max | seed 0 | seed 1 |" in readme
+    # one more seed: only its runs are trained, the complete ones are read back
+    trained.clear()
+    run_experiment("fig5", backend=backend, out=tmp_path, seeds=[0, 1, 2], quiet=True)
+    assert trained == [("C=1", 2), ("C=2", 2)]
+    assert json.loads((out / "numbers.json").read_text())["seeds"] == [0, 1, 2]
+    # --report-only trains nothing and names the seeds it lacks; a seed with half its runs is lacking too
+    trained.clear()
+    (tmp_path / "C-2-seed-3").mkdir()
+    shutil.copytree(tmp_path / "C-1-seed-2", tmp_path / "C-1-seed-3")
+    run_experiment("fig5", backend=backend, out=tmp_path, seeds=[0, 1, 2, 3], quiet=True, report_only=True)
+    numbers = json.loads((out / "numbers.json").read_text())
+    assert trained == [] and numbers["seeds"] == [0, 1, 2] and numbers["missing_seeds"] == [3]
+    assert "without complete runs, left out of every number and figure: 3" in (out / "README.md").read_text()
+    # a stored run of other length is never overwritten
+    with pytest.raises(UsageError, match="holds a run of 20 steps, not 30; pass the same --steps or another --out"):
+        run_experiment("fig5", backend=backend, out=tmp_path, steps=30, seeds=[0], quiet=True)
+
+
+def test_runs_recorded_before_seeds_were_data_are_read_as_seed_0(tmp_path):
+    """A seed-0 directory without summary.json takes its summary from the preset's numbers.json (old layout)."""
+    from suite.diagnostics import is_complete, load_run
+
+    experiment = _tiny()
+    plan = experiment.runs[0]
+    run = tmp_path / "C-1"
+    run.mkdir()
+    history = [{"step": 0, "seconds": 0.0, "sigma_max_total": 5.0},
+               {"step": 20, "seconds": 1.5, "loss_residual": 0.1, "loss_boundary": 0.2, "rel_l2": 0.3,
+                "sigma_max_total": 4.0}]
+    pd.DataFrame(history).to_csv(run / "history.csv", index=False)
+    save_gradients(run, GradientRecord(("residual", "boundary"), ("W0",), (5,)))
+    assert not is_complete(experiment, run)  # params.npz missing: training did not finish
+    np.savez(run / "params.npz", W0=np.zeros((1, 5)))
+    assert is_complete(experiment, run)
+    (tmp_path / "numbers.json").write_text(json.dumps({"seed": 0, "runs": [
+        {"label": "C=1", "wall_seconds": 12.5, "compile_seconds": 2.0}, {"label": "C=2", "wall_seconds": 99.0}]}))
+    result = load_run(experiment, plan, tmp_path, 0)
+    assert (result["seed"], result["steps"], result["error"]) == (0, 20, 0.3)
+    assert (result["wall_seconds"], result["compile_seconds"]) == (12.5, 2.0)
+    # the summary recovered from numbers.json is kept beside the run, so a later numbers.json cannot lose it
+    (tmp_path / "numbers.json").unlink()
+    assert load_run(experiment, plan, tmp_path, 0)["wall_seconds"] == 12.5
+    assert [row["sigma_max_total"] for row in result["history"]] == [5.0, 4.0]
+    with pytest.raises(UsageError, match="C-1-seed-1 holds no finished run"):
+        load_run(experiment, plan, tmp_path, 1)
+
+
+def test_the_seed_band_is_the_median_and_range_over_seeds_at_shared_steps(tmp_path):
+    from suite.diagnostic_plots import seed_band, sigma_max_figure
+
+    frames = [pd.DataFrame({"step": [0, 10, 20, 30], "sigma_max_total": [1.0, 2.0, 3.0, 4.0]}),
+              pd.DataFrame({"step": [0, 10, 20], "sigma_max_total": [3.0, np.nan, 9.0]}),
+              pd.DataFrame({"step": [0, 10, 20], "sigma_max_total": [2.0, 5.0, 6.0]})]
+    band = seed_band(frames, "sigma_max_total")
+    assert band["step"].tolist() == [0, 20]  # only where every seed has a value
+    assert band["median"].tolist() == [2.0, 6.0]
+    assert band["low"].tolist() == [1.0, 3.0] and band["high"].tolist() == [3.0, 9.0]
+    assert band["seeds"].tolist() == [3, 3]
+    assert len(seed_band(frames, "sigma_max_boundary")) == 0
+    path = sigma_max_figure([("A", frames), ("B", frames[:1])], ("total",), tmp_path / "s.png", paper_range=(1e2, 1e5))
+    assert path.stat().st_size > 0
+
+
+def _result(label, history, *, seed=0, parameters=None, spectra=None, keys=("W0", "W1")):
+    """A run's result as run_one returns it, from a hand-made history (no training)."""
+    return {"label": label, "seed": seed, "problem": "p", "parameters": parameters or {}, "method": "M1",
+            "steps": history[-1]["step"], "error": 0.5, "metric": "rel_l2", "train_seconds": 1.0,
+            "compile_seconds": None, "wall_seconds": None, "history": history, "spectra": spectra or {},
+            "gradients": GradientRecord(("residual", "boundary"), tuple(keys), (4,) * len(keys))}
+
+
+def test_fig3_reports_the_growth_of_both_terms_gradients_from_the_data(tmp_path):
+    from suite.diagnostic_report import write_report
+    from suite.diagnostics import get_experiment
+
+    experiment = get_experiment("fig3")
+
+    def history(residual, boundary):  # max |grad| per layer W0, W1 at the last checkpoint
+        row = {"step": 40000}
+        for term, (m0, m1) in (("residual", residual), ("boundary", boundary)):
+            row.update({f"grad_max_{term}_W0": m0, f"grad_max_{term}_W1": m1,
+                        f"grad_mean_{term}_W0": m0 / 10, f"grad_mean_{term}_W1": m1 / 10})
+        return [{"step": 0}, row]
+
+    def run(boundary_growth):
+        results = [_result(f"C={c}", history((c ** 3, 1.0), (1.0, 2.0 * g)), parameters={"C": float(c)})
+                   for c, g in ((1, 1.0), (2, 1 + (boundary_growth - 1) / 2), (4, boundary_growth))]
+        write_report(experiment, results, tmp_path, backend="jax", parameter_set="weights")
+        return json.loads((tmp_path / "numbers.json").read_text())
+
+    numbers = run(23.0)
+    head = numbers["headline"]
+    assert head["max|grad L_r| C=4/C=1"] == pytest.approx(64.0)  # the layer maxima: 64 over 1
+    assert head["max|grad L_ub| C=4/C=1"] == pytest.approx(23.0)
+    assert head["max|grad L_ub| C=2/C=1"] == pytest.approx(12.0)
+    assert head["imbalance C=4"] == pytest.approx((64 + 1) / (1 + 2 * 23.0))
+    readme = (tmp_path / "README.md").read_text()
+    assert "max|grad L_ub| is 12x (C=2) and 23x (C=4) that of C=1: the boundary gradients grow with C" in readme
+    assert "(C^4 ratios: 16, 256)" in readme
+    numbers = run(1.5)
+    assert "within 2x: no growth with C, as the paper states" in " ".join(numbers["statement"])
+
+
+def test_loss_movement_tells_an_oscillating_loss_from_a_steadily_falling_one():
+    from suite.diagnostic_report import loss_movement
+
+    steps = np.arange(0, 4100, 100)
+    falling = 10.0 * 0.9 ** np.arange(len(steps))  # falls a decade every 22 logged steps, never rises
+    zigzag = falling * np.where(np.arange(len(steps)) % 2, 10.0, 1.0)  # up a decade, down again, every other step
+    frame = pd.DataFrame({"step": steps, "loss_boundary": falling, "loss_residual": zigzag})
+    smooth, rough = loss_movement(frame, "boundary"), loss_movement(frame, "residual")
+    assert smooth["intervals"] == rough["intervals"] == len(steps) - 1
+    assert smooth["rising_fraction"] == 0.0 and smooth["kendall_tau"] == pytest.approx(-1.0)
+    assert smooth["median_step_decades"] == pytest.approx(-np.log10(0.9))
+    assert smooth["net_change_decades"] == pytest.approx(np.log10(np.median(falling[-4:]) / np.median(falling[:4])))
+    assert rough["rising_fraction"] == pytest.approx(20 / 40)
+    assert rough["median_step_decades"] == pytest.approx(1.0)  # halfway between up 0.95 and down 1.05
+    assert rough["kendall_tau"] > -0.9
+
+
+def test_fig4_reports_fig4b_from_the_logged_losses(tmp_path):
+    from suite.diagnostic_report import write_report
+    from suite.diagnostics import get_experiment
+
+    experiment = get_experiment("fig4")
+    rng = np.random.default_rng(0)
+    steps = np.arange(100, 40100, 100)
+    trend = np.geomspace(1.0, 1e-3, len(steps))
+    residual = trend * 10 ** rng.uniform(-1, 1, len(steps))  # a falling trend under a decade of noise
+    boundary = np.geomspace(10.0, 0.1, len(steps))
+    history = [{"step": 0}] + [{"step": int(s), "loss_residual": r, "loss_boundary": b}
+                               for s, r, b in zip(steps, residual, boundary)]
+    spectra = {"residual": np.array([-1.0, 5.0, 2e3, 3e5]), "boundary": np.array([-0.1, 0.5, 40.0, 400.0])}
+    files = write_report(experiment, [_result("a2=4", history, spectra=spectra)], tmp_path, backend="jax",
+                         parameter_set="weights")
+    assert {"fig4-spectra.png", "fig4-losses.png"} <= {f.name for f in files}
+    numbers = json.loads((tmp_path / "numbers.json").read_text())
+    head = numbers["headline"]
+    rises = np.mean(np.diff(residual) > 0)
+    assert head["L_r: share of logged intervals in which it rose"] == pytest.approx(rises)
+    assert 0.3 < rises < 0.7
+    assert head["L_ub: share of logged intervals in which it rose"] == 0.0
+    assert head["L_ub: net change, decades (last vs first tenth)"] == pytest.approx(
+        np.log10(np.median(boundary[-40:]) / np.median(boundary[:40])))
+    assert head["ratio residual/boundary"] == pytest.approx(3e5 / 400)
+    assert numbers["per_seed"]["0"]["spectra"]["residual"]["count_above_1e3"] == 2
+    statement = " ".join(numbers["statement"])
+    assert "L_r oscillates" in statement and "L_ub decreases steadily" in statement
+
+
+def test_sigma_max_is_set_against_the_paper_axis_and_summarised_over_seeds(tmp_path):
+    from suite.diagnostic_report import PAPER_SIGMA_AXIS, write_report
+    from suite.diagnostics import get_experiment
+
+    experiment = get_experiment("fig11")
+
+    def history(values):
+        return [{"step": 1000 * i, "sigma_max_total": v, "sigma_max_residual": v, "sigma_max_boundary": 1.0}
+                for i, v in enumerate(values)]
+
+    results = []
+    for seed, (m1, m3) in enumerate([([4e5, 6e5], [1e5, 2e5]), ([5e5, 9e5], [2e5, 3e5]), ([2e5, 8e5], [1e5, 1e5])]):
+        results += [_result("M1", history(m1), seed=seed), _result("M3", history(m3), seed=seed)]
+    files = write_report(experiment, results, tmp_path, backend="jax", seeds=[0, 1, 2], parameter_set="weights")
+    assert "fig11-sigma-max.png" in {f.name for f in files}
+    numbers = json.loads((tmp_path / "numbers.json").read_text())
+    geometric = [np.sqrt(4 * 3), np.sqrt(2.5 * 3), np.sqrt(2 * 8)]
+    spread = numbers["spread"]["sigma_max M1/M3 (geometric mean over checkpoints)"]
+    assert spread["per_seed"] == {str(s): pytest.approx(g) for s, g in enumerate(geometric)}
+    assert spread["median"] == pytest.approx(np.median(geometric)) and spread["max"] == pytest.approx(4.0)
+    assert numbers["spread"]["at the last checkpoint"]["per_seed"]["2"] == pytest.approx(8.0)
+    span = numbers["sigma_max_range"]
+    assert span["paper_axis"] == list(PAPER_SIGMA_AXIS) == [1e2, 1e5]
+    m1 = [4e5, 6e5, 5e5, 9e5, 2e5, 8e5]
+    assert span["M1"]["checkpoints"] == 6 and span["M1"]["median"] == pytest.approx(np.median(m1))
+    assert span["M1"]["max_over_axis_top"] == pytest.approx(9.0)
+    assert span["M1"]["median_over_axis_top"] == pytest.approx(np.median(m1) / 1e5)
+    statement = " ".join(numbers["statement"])
+    assert "Over 3 seeds" in statement and "from 1e2 to 1e5" in statement
+    assert "M1 2e+05 to 9e+05 (median 5.5e+05: median 5.5x and largest 9x the axis top)" in statement
