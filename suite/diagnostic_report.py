@@ -319,6 +319,11 @@ def _figures(experiment: Any, by_seed: dict[int, list[dict[str, Any]]], out: Pat
     return files
 
 
+def _cell(text: str) -> str:
+    """A markdown table cell: ``|`` (as in max|grad L_r|) escaped so that it does not split the cell."""
+    return str(text).replace("|", "\\|")
+
+
 def _format(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -327,11 +332,11 @@ def _table(numbers: dict[str, Any]) -> list[str]:
     seeds = numbers["seeds"]
     if len(seeds) == 1:
         lines = ["| measured | value |", "| --- | --- |"]
-        return lines + [f"| {k} | {_format(v)} |" for k, v in numbers["headline"].items()]
+        return lines + [f"| {_cell(k)} | {_format(v)} |" for k, v in numbers["headline"].items()]
     lines = ["| measured | median | min | max | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "| --- " * (4 + len(seeds)) + "|"]
     for k, s in numbers["spread"].items():
-        lines.append(f"| {k} | {_format(s['median'])} | {_format(s['min'])} | {_format(s['max'])} | "
+        lines.append(f"| {_cell(k)} | {_format(s['median'])} | {_format(s['min'])} | {_format(s['max'])} | "
                      + " | ".join(_format(s["per_seed"][str(seed)]) for seed in seeds) + " |")
     return lines
 
