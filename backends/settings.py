@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from backends.adam import ADAM_FORMS
 from backends.init import layer_sizes
 from backends.methods import Method, check_gate, get_method
@@ -21,8 +23,21 @@ FLAGS = {"steps": "--iterations"}
 def flag(field: str) -> str:
     """The command-line flag of a settings field."""
     return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
 DEVICES = ("auto", "cpu", "cuda")
 ANNEAL_EVERY = 10  # the authors' code updates the loss weights every 10 steps (spec 3.2)
+
+# Upper bounds on the sizes a run may name: beyond them a run is a typo, not an experiment. What
+# fits in memory is checked separately, against the machine, before a run starts (suite.resources).
+# Step counts: the compiled step counts in int32 (2**31 - 1), and 1e9 steps at 1 ms a step are 12 days.
+MAX_STEPS = 10**9
+MAX_WIDTH = 100_000  # the paper's widest network has 100 units a layer
+# the hidden layers are unrolled when the step is traced and compiled: compile time grows with depth
+MAX_DEPTH = 100
+MAX_BATCH = 100_000_000  # points per region and step; the paper draws 128
+UPPER_BOUNDS = {"steps": MAX_STEPS, "lr_decay_steps": MAX_STEPS, "log_every": MAX_STEPS, "anneal_every": MAX_STEPS,
+                "width": MAX_WIDTH, "depth": MAX_DEPTH, "batch_size": MAX_BATCH}
 
 
 # the settings that only some methods use: the annealing options (M2, M4) and the gate form (M3, M4)
@@ -97,6 +112,10 @@ class TrainSettings:
         for name in ("width", "depth"):
             if getattr(self, name) is not None:
                 require_positive(flag(name), getattr(self, name))
+        for name, bound in UPPER_BOUNDS.items():
+            value = getattr(self, name)
+            if value is not None and value > bound:
+                raise UsageError(f"{flag(name)} must be at most {bound:,}, got {value:,}")
         for name in ("lr", "lr_decay_rate", "adam_eps"):
             require_positive(flag(name), getattr(self, name), integer=False)
         if self.anneal_alpha is not None and not 0 < self.anneal_alpha <= 1:
@@ -107,6 +126,14 @@ class TrainSettings:
                                      ("adam form", self.adam_form, ADAM_FORMS)):
             if value not in choices:
                 raise UsageError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+        # a number the run's dtype cannot hold becomes inf or 0 in the compiled step: a diverged run, not an experiment
+        limits = np.finfo(self.dtype)
+        low, high = float(limits.tiny), float(limits.max)
+        for name in ("lr", "lr_decay_rate", "adam_eps"):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise UsageError(f"{flag(name)} must lie within {self.dtype}'s range [{low:.3g}, {high:.3g}], "
+                                 f"got {value!r}")
         # an option the method does not use would still enter the run's key: a second, identical run
         unused = unused_options(self.method)
         if "gate" in unused and self.gate != "code":

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from problems.cavity_reference import velocity_at
+from problems.cavity_reference import check_case, velocity_at
 from problems.core import Problem, Term, relative_l2
 from problems.errors import unknown_choice
 from problems.geometry import Box
@@ -53,6 +53,10 @@ class Cavity(Problem):
         if self.form not in FORMS:
             raise unknown_choice("cavity form", self.form, FORMS)
         super().__post_init__()
+
+    def validate(self) -> None:
+        """Re > 0 and a reference grid the solver resolves (checked here, the solve itself comes with the first run)."""
+        check_case(self.Re, self.reference_n, n_name="reference_n")
 
     @property
     def outputs(self):  # type: ignore[override]

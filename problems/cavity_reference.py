@@ -199,15 +199,17 @@ def _continuation(system: _Discretisation, re: float, *, tol: float,
     return z, total, norm, tuple(stages)
 
 
-def _validate(re: float, n: int) -> None:
-    """Raise a UsageError unless (re, n) is a case the solver resolves."""
+def check_case(re: float, n: int, *, re_name: str = "Re", n_name: str = "n") -> None:
+    """Raise a UsageError unless (re, n) is a case the solver resolves (the cavity problem checks it at
+    construction, naming its parameters ``Re`` and ``reference_n``)."""
     if isinstance(re, bool) or not isinstance(re, numbers.Real) or not math.isfinite(re) or re <= 0:
-        raise UsageError(f"cavity Re must be a finite number > 0, got {re!r}")
+        raise UsageError(f"cavity {re_name} must be a finite number > 0, got {re!r}")
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 8 <= n <= MAX_N:
-        raise UsageError(f"cavity grid n must be an integer in [8, {MAX_N}], got {n!r}")
+        raise UsageError(f"cavity {n_name} (grid cells per side) must be an integer in [8, {MAX_N}], got {n!r}")
     if re / n > MAX_CELL_RE:
-        raise UsageError(f"cavity Re={re:g} is under-resolved on n={n} (Re/n = {re / n:.3g} > {MAX_CELL_RE:g}, "
-                         f"central differences give a wiggly, wrong flow); use n >= {math.ceil(re / MAX_CELL_RE)}")
+        raise UsageError(f"cavity {re_name}={re:g} is under-resolved on {n_name}={n} (Re/n = {re / n:.3g} > "
+                         f"{MAX_CELL_RE:g}, central differences give a wiggly, wrong flow); use {n_name} >= "
+                         f"{math.ceil(re / MAX_CELL_RE)}")
 
 
 def solve_cavity(re: float, n: int, *, tol: float = TOL, max_steps: int = MAX_STEPS) -> CavitySolution:
@@ -231,7 +233,7 @@ def solve_cavity(re: float, n: int, *, tol: float = TOL, max_steps: int = MAX_ST
         >>> sol.u.shape, float(sol.u[16, 32]), sol.residual < TOL
         ((33, 33), 1.0, True)
     """
-    _validate(re, n)
+    check_case(re, n)
     if not (tol > 0 and isinstance(max_steps, int) and max_steps > 0):
         raise UsageError(f"tol must be > 0 and max_steps a positive integer, got {tol!r} and {max_steps!r}")
     system = _Discretisation(n)
@@ -291,7 +293,7 @@ def reference_velocity(re: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         UsageError: as :func:`solve_cavity`.
     """
-    _validate(re, n)
+    check_case(re, n)
     inputs, path = _cache_key(re, n)
     cached = _load(path, inputs, n)
     if cached is not None:

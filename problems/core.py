@@ -9,6 +9,7 @@ the backend hands it plain ``(n,)`` arrays under those keys, computed by its che
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -102,6 +103,50 @@ class Problem:
                 raise UsageError(f"{self.name} term {term.name!r} samples a region of the wrong dimension")
         if self.terms()[0].name != "residual":
             raise UsageError(f"{self.name}: the first term must be named 'residual'")
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a UsageError if these parameters give a problem with no meaningful error; called at construction.
+
+        Runs before anything is trained or recorded, so a degenerate case is a one-line usage error
+        rather than a run that prints ``rel_l2 inf``. The default checks the closed-form reference
+        (where :meth:`exact` gives one and :meth:`reference` is not overridden) on the test grid: it
+        must be finite, and the metrics of a perfect prediction must be defined. An all-zero
+        reference (Poisson C = 0, Helmholtz a1 = 0) makes every relative error 0/0. A subclass
+        extends this (calling ``super().validate()``) or replaces it where the reference is costly
+        to compute (the cavity's is solved, not evaluated).
+        """
+        if type(self).reference is not Problem.reference:
+            return
+        grid = self.test_grid()
+        exact = self.exact(np, grid)
+        if exact is None:
+            return
+        with np.errstate(all="ignore"):  # the degenerate cases divide by zero; they are refused below
+            ref = self.solution(np, grid, exact)
+            self.require_finite("the exact solution", lambda: ref)
+            undefined = [k for k, v in self.metrics(ref, ref).items() if not math.isfinite(v)]
+        if undefined:
+            raise UsageError(f"{self.name} with {self._described()}: the exact solution has norm 0 on the test "
+                             f"grid, so {', '.join(undefined)} (an error relative to it) is undefined; choose "
+                             "parameters with a non-zero solution")
+
+    def require_finite(self, what: str, compute: Callable[[], Any]) -> None:
+        """Raise a UsageError naming ``what`` and the parameters unless ``compute()`` gives only finite
+        numbers (a parameter so large that the forcing overflows would otherwise only show up as a
+        diverged run). Python floats raise OverflowError where numpy gives inf: both count as not finite."""
+        try:
+            with np.errstate(all="ignore"):
+                finite = bool(np.isfinite(np.asarray(compute(), dtype=float)).all())
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise UsageError(f"{self.name} with {self._described()}: {what} is not finite on the test grid; "
+                             "choose smaller parameters")
+
+    def _described(self) -> str:
+        """The parameters as ``a1=0.0, a2=4.0`` (for messages)."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.parameters().items()) or "no parameters"
 
     # -- to be provided by each problem ------------------------------------------------------
     def terms(self) -> tuple[Term, ...]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import pi
 
+import numpy as np
+
 from problems.core import Problem, Term
 from problems.geometry import Box
 
@@ -27,6 +29,11 @@ class Helmholtz(Problem):
     domain = SQUARE
     layers = (2, 50, 50, 50, 1)  # the authors' code; the paper calls it "4-layer" (spec 4.4)
     citation = "Wang, Teng & Perdikaris (2021), eqs. 8-10 and Table 2"
+
+    def validate(self) -> None:
+        """a1, a2 non-zero (else u = 0 and the relative error is undefined) and a forcing that does not overflow."""
+        super().validate()
+        self.require_finite("the forcing q", lambda: self.forcing(np, self.test_grid()))
 
     def exact(self, xp, x):
         return {"u": xp.sin(self.a1 * pi * x[:, 0]) * xp.sin(self.a2 * pi * x[:, 1])}

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import pi
 
+import numpy as np
+
 from problems.core import Problem, Term
+from problems.errors import UsageError
 from problems.geometry import Box
 
 UNIT = Box((0.0, 0.0), (1.0, 1.0))
@@ -30,6 +33,14 @@ class KleinGordon(Problem):
     domain = UNIT
     layers = (2, 50, 50, 50, 50, 50, 1)
     citation = "Wang, Teng & Perdikaris (2021), eqs. 49-53 and Table 3"
+
+    def validate(self) -> None:
+        """k >= 0: the exact u is 0 on the whole edge x = 0, where u^k with k < 0 (in the forcing) is infinite."""
+        if self.k < 0:
+            raise UsageError(f"klein-gordon k must be >= 0, got {self.k}: the exact solution is 0 on the edge x = 0, "
+                             "where gamma u^k would be infinite")
+        super().validate()
+        self.require_finite("the forcing f", lambda: self.forcing(np, self.test_grid()))
 
     def exact(self, xp, x):
         t, s = x[:, 0], x[:, 1]

@@ -27,6 +27,11 @@ class Poisson1D(Problem):
     test_points_per_axis = 1000
     citation = "Wang, Teng & Perdikaris (2021), eq. 13 and Fig. 3"
 
+    def validate(self) -> None:
+        """C non-zero (else u = 0 and the relative error is undefined) and C^2 (in the forcing) finite."""
+        super().validate()
+        self.require_finite("the forcing C^2 sin(C x)", lambda: self.C**2)
+
     def exact(self, xp, x):
         return {"u": xp.sin(self.C * x[:, 0])}
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 import sys
 import typing
 from collections.abc import Mapping
@@ -146,8 +147,33 @@ def parse_campaign(data: Mapping[str, Any], source: str, default_name: str = "ca
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise _fail(source, f"name must be a non-empty string, got {name!r}")
+    try:
+        check_name(name, "campaign name" if "name" in data else
+                   "campaign name (the file's name; set name = \"...\" in it)")
+    except UsageError as exc:
+        raise _fail(source, exc) from None
     return Campaign(name=name, grids=grids, settings=settings, parameters=parameters,
                     description=str(data.get("description", "")), source=source)
+
+
+NAME_RULE = "1 to 100 ASCII letters, digits, '-', '_' and '.', not starting with '.'"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str, what: str = "campaign name") -> str:
+    """``name`` if it is safe as one directory name (``results/<name>/``): 1 to 100 ASCII letters,
+    digits, '-', '_' and '.', not starting with '.' (so never '..', a path or a hidden directory).
+
+    Raises:
+        UsageError: the name breaks that rule; the message names the rule and the name.
+
+    Example:
+        >>> check_name("table2-50x3_v1.2")
+        'table2-50x3_v1.2'
+    """
+    if not _SAFE_NAME.fullmatch(name):
+        raise UsageError(f"{what} {name!r} is not allowed: use {NAME_RULE}")
+    return name
 
 
 def _coerce(source: str, name: str, value: Any) -> Any:

@@ -2,9 +2,11 @@
 many into a store, ``reproduce`` runs a preset and writes its tables and report, ``report`` rebuilds those,
 ``restore`` rebuilds a store's records from the tables a report wrote.
 
-Exit codes: 0 success; 1 the run diverged (``run``) or some run failed (``campaign``, ``reproduce``);
-2 a usage error (one line on stderr, no traceback); 130 interrupted. Only :func:`main` turns a
-:class:`UsageError` into that line, so a bug still shows its traceback.
+Exit codes (:data:`EXIT_CODES`): 0 success; 1 the run diverged (``run``) or some run failed
+(``campaign``, ``reproduce``); 2 a usage error (one line on stderr, no traceback), a run too large
+for this machine's memory included; 3 memory ran out while training (``run``; recorded as
+``failed``); 130 interrupted (Ctrl-C or SIGTERM). Only :func:`main` turns a :class:`UsageError`
+into that line, so a bug still shows its traceback.
 """
 
 from __future__ import annotations
@@ -35,8 +37,17 @@ from suite.progress import Progress
 from suite.diagnose_command import add_diagnose_command
 from suite.reference import add_reference_command
 from suite.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name
-from suite.recording import Recording
+from suite.recording import Recording, terminate_as_interrupt
+from suite.resources import check_memory, is_out_of_memory
 from suite.store import DEFAULT_STORE, Store, gather, write_tables
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OUT_OF_MEMORY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = {EXIT_OK: "success", EXIT_FAILED: "the run diverged, or a campaign run failed",
+              EXIT_USAGE: "usage error", EXIT_OUT_OF_MEMORY: "memory ran out while training",
+              EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM)"}
+# where `gradpath reproduce` and `report` write a campaign's tables unless --out says otherwise: not
+# results/, whose directories hold the project's published results under version control
+RESULTS_OUT = "gradpath-results"
 
 
 def _finite_float(text: str) -> float:
@@ -109,9 +120,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gradpath``; each subcommand sets ``command``."""
-    parser = _Parser(prog="gradpath", description="Reproduce and benchmark PINN training (Wang, Teng & Perdikaris 2021).")
-    commands = parser.add_subparsers(title="commands", required=True,
-                                     metavar="{list,run,campaign,reproduce,report,reference,diagnose,bench}")
+    parser = _Parser(prog="gradpath", description="Reproduce and benchmark PINN training (Wang, Teng & Perdikaris 2021).",
+                     epilog="exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()))
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     commands.add_parser("list", help="problems, backends, methods and option values").set_defaults(command=cmd_list)
 
     run = commands.add_parser(
@@ -131,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a problem parameter, e.g. --param a2=1 (repeatable)")
     run.add_argument("--form", metavar="NAME", help="cavity formulation: psi-p (default) or u-v-p; "
                      "the same as --param form=NAME")
-    run.add_argument("--out", default="runs", metavar="DIR", help="directory of run records (default: runs)")
+    run.add_argument("--out", default="runs", metavar="DIR",
+                     help="directory of run records, e.g. a campaign's store (default: runs)")
     run.add_argument("--force", action="store_true",
                      help="overwrite a done (complete or diverged) run with the same configuration, or start an "
                           "unfinished one afresh "
@@ -149,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_command(commands, _finite_float)
     add_diagnose_command(commands)
     add_bench_command(commands, _positive_int)
+    commands.metavar = "{" + ",".join(commands.choices) + "}"  # the usage line lists every command
     return parser
 
 
@@ -157,19 +170,22 @@ def _add_campaign_commands(commands) -> None:
         "campaign", help="run every run of a preset or campaign file into a results store",
         description="Run the cartesian product a campaign describes (a preset name or a TOML file), each run in "
                     "its own process, skipping runs the store holds as complete or diverged and redoing the rest. "
-                    "Writes runs.parquet, runs.csv and history.parquet of the whole store into it.")
+                    "Writes runs.parquet, runs.csv and history.parquet of the whole store into it. "
+                    "SIGTERM stops it as Ctrl-C does.")
     campaign.set_defaults(command=cmd_campaign)
     campaign.add_argument("source", metavar="PRESET_OR_TOML", help=f"a preset ({', '.join(PRESETS)}) "
                           "or a campaign .toml file")
     campaign.add_argument("--dry-run", action="store_true", help="list the runs and which are done; train nothing")
     reproduce = commands.add_parser(
         "reproduce", help="run a preset and write its tables and REPORT.md",
-        description="Run a preset (as `gradpath campaign`), then write results/<preset>/: runs.csv, runs.parquet, "
+        description=f"Run a preset (as `gradpath campaign`), then write {RESULTS_OUT}/<preset>/ (--out DIR for "
+                    "another; results/<preset>/ holds the project's published results): runs.csv, runs.parquet, "
                     "history.parquet, the paper's tables as csv/md/tex and REPORT.md with the paper's values beside ours.")
     reproduce.set_defaults(command=cmd_reproduce)
     report = commands.add_parser(
         "report", help="rebuild a preset's tables and REPORT.md from the store, without training",
-        description="Write results/<preset>/ from the runs the store holds; missing runs are listed as missing.")
+        description=f"Write {RESULTS_OUT}/<preset>/ (--out DIR for another, e.g. results/<preset> to rebuild "
+                    "the published report) from the runs the store holds; missing runs are listed as missing.")
     report.set_defaults(command=cmd_report)
     restore = commands.add_parser(
         "restore", help="rebuild a store's records of a preset from the tables a report published",
@@ -183,7 +199,7 @@ def _add_campaign_commands(commands) -> None:
     for sub in (reproduce, report, restore):
         sub.add_argument("--preset", required=True, metavar="NAME", help="a preset or a campaign .toml file")
     for sub in (reproduce, report):
-        sub.add_argument("--out", metavar="DIR", help="results directory (default: results/<campaign name>)")
+        sub.add_argument("--out", metavar="DIR", help=f"results directory (default: {RESULTS_OUT}/<campaign name>)")
     for sub in (campaign, reproduce, report, restore):
         sub.add_argument("--store", default=DEFAULT_STORE, metavar="DIR",
                          help=f"results store directory (default: {DEFAULT_STORE})")
@@ -205,6 +221,11 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise UsageError(f"--param {text!r}: not KEY=VALUE; write e.g. --param a2=1")
     return key, value
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, its first line only (messages stay one line)."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _non_finite_loss(row: dict[str, Any]) -> str:
@@ -261,10 +282,15 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     device = backend.resolve_device(settings.device)
     config = {"problem": args.problem, "parameters": problem.parameters(), "backend": args.backend,
               "settings": settings.resolved(problem)}
+    # every check that can refuse the run comes before the store and the record exist, so that a
+    # refused run leaves nothing behind: the memory it needs, and its reference solution (computed,
+    # and for the cavity cached, here: a case that does not converge is refused, not a failed run)
+    check_memory(problem, settings, args.backend, device)
+    problem.reference(problem.test_grid())
     about = manifest(backend, device, settings.seed, argv)
     name = run_name(config)
     # the store's lock, as campaign workers take it: two processes must never write one run directory
-    with Store(args.out).lock(name, timeout=0) as held:
+    with Store(args.out, option="--out").lock(name, timeout=0) as held:
         if not held:
             raise UsageError(f"another process (a campaign job or another `gradpath run`) is training {name} "
                              f"in {args.out}; wait for it to finish, or choose another --out")
@@ -290,13 +316,20 @@ def _run_locked(args: argparse.Namespace, problem: Problem, settings: TrainSetti
     except KeyboardInterrupt:
         kept = " and its last checkpoint" if (record.path / CHECKPOINT).exists() else ""
         print(f"gradpath: interrupted; what was logged{kept} is kept in {record.path}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        # the estimate let it start, yet memory ran out: others took memory meanwhile, or the estimate is low
+        print(f"gradpath: error: out of memory while training ({_first_line(exc)}); recorded as failed in "
+              f"{record.path / SUMMARY}; lower --batch-size, --width or --depth, or free memory", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
 
     summary = result.summary
     if summary["diverged"]:
         print(f"gradpath: error: run diverged at step {summary['diverged_at_step']}: "
               f"{_non_finite_loss(result.history[-1])}; recorded in {record.path / SUMMARY}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(f"{args.problem} {settings.method} {args.backend} seed {settings.seed}: {summary['metric']} "
           f"{summary['error']:.3e} after {summary['steps']} steps, {summary['ms_per_step']:.3g} ms/step, "
           f"compile {summary['compile_seconds']:.1f} s; record in {record.path}")
@@ -343,7 +376,7 @@ def cmd_campaign(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _results_dir(args: argparse.Namespace, campaign: Any) -> str:
-    return args.out or f"results/{campaign.name}"
+    return args.out or f"{RESULTS_OUT}/{campaign.name}"
 
 
 def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -372,7 +405,7 @@ def cmd_restore(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from suite.restore import restore
 
     campaign, specs = _plan(args.preset)
-    source = args.results or _results_dir(argparse.Namespace(out=None), campaign)
+    source = args.results or f"results/{campaign.name}"  # the published tables
     done = restore(specs, source, Store(args.store, create=False))  # created once the tables are read
     print(f"campaign {campaign.name}: {len(specs)} runs; from {source}: {done.line()}; store {args.store}")
     return 0
@@ -386,13 +419,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed usage and the error (2) or the help (0)
         return exc.code if isinstance(exc.code, int) else 0
     try:
-        return args.command(args, argv)
+        # SIGTERM (kill, a batch system, a container's shutdown) stops a command as Ctrl-C does; a
+        # campaign passes it on to its worker processes, which Ctrl-C reaches through the terminal
+        with terminate_as_interrupt(forward_to_children=args.command in (cmd_campaign, cmd_reproduce)):
+            return args.command(args, argv)
     except UsageError as exc:
         print(f"gradpath: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except MemoryError as exc:  # outside a run's training (its reference, say), so no record says it
+        print(f"gradpath: error: out of memory ({_first_line(exc)})", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
     except KeyboardInterrupt:
         print("gradpath: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0

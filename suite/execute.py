@@ -9,7 +9,9 @@ Each worker watches its parent: if the campaign process is killed (even with SIG
 exits within a second, leaving its run ``running`` on disk, which the next campaign redoes. Every
 ``CHECKPOINT_EVERY`` seconds a running job saves a checkpoint per run (``checkpoint.npz``), and the
 next campaign goes on from there instead of from step 0 (:mod:`backends.checkpoint`): a kill costs
-minutes of training, not the job.
+minutes of training, not the job. A worker stops on SIGTERM as on Ctrl-C (its runs record
+``interrupted`` and keep their checkpoints), and a job too large for the machine's memory
+(:func:`suite.resources.check_memory`, with its seeds vectorised) fails before it allocates anything.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from problems import get_problem
 from suite.campaign import RunSpec
 from suite.manifest import manifest
 from suite.record import DONE, SUMMARY, RunRecord, load_checkpoint, write_json
-from suite.recording import Recording
+from suite.recording import Recording, terminate_as_interrupt
+from suite.resources import check_memory
 from suite.store import Store
 
 if TYPE_CHECKING:
@@ -73,6 +76,11 @@ def run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) ->
     in :func:`run_one`; the ones left are trained as one vectorised program where the backend can.
     Returns one outcome per spec, in order.
     """
+    with terminate_as_interrupt():  # a worker process's main thread: SIGTERM records the runs interrupted
+        return _run_group(specs, store_root, argv)
+
+
+def _run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     store = Store(store_root, create=False)
     outcomes: dict[str, dict[str, Any]] = {}
@@ -114,6 +122,9 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
         settings = [s.train_settings() for s in specs]
         backend = get_backend(spec.backend)
         device = backend.resolve_device(settings[0].device)
+        lanes = len(specs) if len(specs) > 1 and training.supports_lanes(spec.backend) else 1
+        check_memory(problem, settings[0], spec.backend, device, lanes=lanes,
+                     other_options=("--lanes",) if lanes > 1 else ())
         for i, (s, one) in enumerate(zip(settings, specs)):
             recording.records.append(RunRecord.create(store.root, one.config, manifest(backend, device, s.seed, argv),
                                                       force=True, resume=None if resume is None else resume[i]))

@@ -25,6 +25,7 @@ import json
 import math
 import re
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import LogFormatterSciNotation, ScalarFormatter
+from matplotlib.ticker import (FixedLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator,
+                               NullFormatter, ScalarFormatter)
 
 from backends.data import seed_normalisation
 from backends.losses import derivatives
@@ -55,6 +57,10 @@ BAND = "mean over seeds (line) and min-max range over seeds (band; seaborn error
 STYLE = {"axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
          "legend.fontsize": 8, "legend.title_fontsize": 8}
 DPI = 150
+# No creation date in the files, so that the same store draws byte-identical figures (a rebuilt report
+# changes in git only where its numbers do). PNG: matplotlib writes only a Software key (its version).
+PNG_METADATA: dict[str, Any] = {}
+PDF_METADATA: dict[str, Any] = {"CreationDate": None}
 # how far the error of our numpy prediction may lie from the error the run recorded (float32 vs float64)
 REPRODUCE_RTOL, REPRODUCE_ATOL = 1e-2, 1e-5
 
@@ -104,12 +110,30 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "default"
 
 
-def _configuration_columns(runs: pd.DataFrame) -> list[str]:
-    """Columns besides problem, method and seed that vary between runs of one problem."""
-    skip = {"problem", "method", "seed", "layers"}
+# settings that do not change the maths a run does (how it is compiled, where it runs, how often it
+# logs): figures name them only where nothing else tells two configurations apart
+BOOKKEEPING = ("compile", "device", "log_every")
+
+
+def _configuration_columns(runs: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """Columns besides problem, method, seed and ``exclude`` that vary between runs of one problem,
+    less the bookkeeping settings that split the runs no further than the other columns do
+    (``compile`` where it only follows the backend)."""
+    skip = {"problem", "method", "seed", "layers", *exclude}
     columns = [c for c in runs.columns
                if (c == "backend" or c in SETTING_COLUMNS or c.startswith("param_")) and c not in skip]
-    return [c for c in columns if runs[c].map(_text).nunique() > 1]
+    columns = [c for c in columns if runs[c].map(_text).nunique() > 1]
+    for column in [c for c in columns if c in BOOKKEEPING]:
+        rest = [c for c in columns if c != column]
+        if _partitions(runs, rest) == _partitions(runs, columns):
+            columns = rest
+    return columns
+
+
+def _partitions(runs: pd.DataFrame, columns: Sequence[str]) -> int:
+    """How many distinct configurations ``columns`` tell apart among ``runs``."""
+    return len({tuple(_text(v) for v in values) for values in runs[list(columns)].itertuples(index=False)}) \
+        if columns else 1
 
 
 def _text(value: Any) -> str:
@@ -215,8 +239,8 @@ def _save(fig: MplFigure, out: Path, name: str) -> tuple[Path, ...]:
     files = (out / f"{name}.png", out / f"{name}.pdf")
     fig.draw_without_rendering()  # lay out once (constrained layout is the slow part), then keep it
     fig.set_layout_engine("none")
-    fig.savefig(files[0], dpi=DPI)
-    fig.savefig(files[1])
+    fig.savefig(files[0], dpi=DPI, metadata=PNG_METADATA)
+    fig.savefig(files[1], metadata=PDF_METADATA)
     return files
 
 
@@ -245,20 +269,71 @@ def _legend_columns(labels: Sequence[str], width: float, char: float = 0.065, ha
     return 1
 
 
-class _PlainLogFormatter(LogFormatterSciNotation):
-    """matplotlib's choice of which log ticks get a label, written as plain numbers (1.2, 0.05)."""
+# tick values per decade (times a power of ten) for a log axis, coarsest first, each with the fewest
+# labels it must put on the axis to be taken: whole decades where three or more show, else finer
+# multiples, so that an axis spanning under a decade still shows enough values to read as log
+LOG_SUBS = (((1.0,), 3), ((1.0, 2.0, 5.0), 4), ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0), 4),
+            ((1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0), 2))
 
-    def __call__(self, x, pos=None):
-        return f"{x:.3g}" if super().__call__(x, pos) else ""
+
+def _log_ticks(lo: float, hi: float, subs: Sequence[float]) -> list[float]:
+    """Every ``sub * 10**k`` within ``[lo, hi]``."""
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    # through text, so that the ticks are exact decimals: 0.3, not 0.30000000000000004
+    ticks = [float(f"{sub}e{k}") for k in range(first, last + 1) for sub in subs]
+    return [t for t in ticks if lo <= t <= hi]
+
+
+def _log_label(value: float, plain: bool) -> str:
+    """A log tick's label: a plain number (0.05, 1.5, 200) or ``m x 10^k`` in mathtext."""
+    if value <= 0 or not math.isfinite(value):
+        return ""
+    if plain:
+        return f"{value:.3g}"
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = round(value / 10 ** exponent, 2)
+    return f"$10^{{{exponent}}}$" if mantissa == 1 else f"${mantissa:g}\\times10^{{{exponent}}}$"
 
 
 def _log_y(ax) -> None:
-    """A log y axis; under two decades (where matplotlib labels minor ticks as 2x10^0), plain numbers."""
+    """A log y axis labelled at whole decades (10^k) where three or more fall on it, else at 1-2-5
+    multiples or finer (:data:`LOG_SUBS`) as plain numbers (or m x 10^k beyond 0.001-9999);
+    unlabelled minor ticks at every multiple of each decade."""
     ax.set_yscale("log")
     lo, hi = ax.get_ylim()
-    if lo > 0 and hi / lo < 100:
-        ax.yaxis.set_major_formatter(_PlainLogFormatter())
-        ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        return
+    for level, (subs, needed) in enumerate(LOG_SUBS):
+        ticks = _log_ticks(lo, hi, subs)
+        if len(ticks) >= needed:
+            break
+    else:
+        level = None
+    if level == 0:
+        ax.yaxis.set_major_locator(LogLocator(base=10, numticks=12))
+        ax.yaxis.set_major_formatter(LogFormatterSciNotation())
+    elif level is not None:
+        plain = all(1e-3 <= t < 1e4 for t in ticks)  # one style per axis: 0.002 ... 0.05, or 2x10^-4 ... 10^-3
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _log_label(v, plain)))
+    else:  # a sliver of one decade: evenly spaced values, still on the log scale
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10), numticks=12))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _thousands(value: float, _pos: Any = None) -> str:
+    """A step or seconds tick label: 10k for 10,000, 2.5k for 2,500, 500 for 500."""
+    return f"{value / 1000:g}k" if abs(value) >= 1000 else f"{value:g}"
+
+
+def _count_x(ax, label: str) -> None:
+    """An x axis of steps or seconds: at most six round ticks, thousands written as 10k, so that the
+    labels never run together."""
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
+    ax.set_xlabel(label)
 
 
 def _markers(frame: pd.DataFrame) -> dict[str, Any]:
@@ -309,11 +384,11 @@ def _error_curves(runs: pd.DataFrame, history: pd.DataFrame, out: Path, x: str) 
                 if x == "step":
                     sns.lineplot(part, x=x, y=metric, hue="method", hue_order=hue_order, palette=colours,
                                  estimator="mean", errorbar=("pi", 100), ax=ax, linewidth=1.4, **_markers(part))
-                    ax.set_xlabel("training step")
+                    _count_x(ax, "training step")
                 else:
                     sns.lineplot(part, x=x, y=metric, hue="method", hue_order=hue_order, palette=colours,
                                  units="seed", estimator=None, ax=ax, linewidth=1.0, alpha=0.8, **_markers(part))
-                    ax.set_xlabel("training time (s)")
+                    _count_x(ax, "training time (s)")
                 _log_y(ax)
                 ax.set_ylabel(_metric_label(problem, metric))
                 n = part.groupby("method")["seed"].nunique()
@@ -384,7 +459,7 @@ def loss_weights(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_roo
                              dashes=dashes if several else True, estimator="mean", errorbar=("pi", 100), ax=ax,
                              linewidth=1.4, legend=False, **_markers(part))
                 _log_y(ax)
-                ax.set_xlabel("training step")
+                _count_x(ax, "training step")
                 ax.set_ylabel(r"loss weight $\lambda$" + (f" ({terms[0]})" if len(terms) == 1 else ""))
                 n = part.groupby("method")["seed"].nunique()
                 ax.set_title(f"{problem}" + (f" ({configuration})" if configuration else "")
@@ -416,7 +491,8 @@ def run_prediction(run_dir: str | Path) -> tuple[Problem, np.ndarray, np.ndarray
         recomputed from the seed (records written before they were saved).
 
     Raises:
-        OSError, ValueError, KeyError, UsageError: the record is missing, unreadable or incomplete.
+        OSError, ValueError, KeyError, UsageError, zipfile.BadZipFile: the record is missing,
+            unreadable or incomplete.
     """
     run_dir = Path(run_dir)
     config = json.loads((run_dir / CONFIG).read_text())
@@ -540,7 +616,7 @@ def solution_fields(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_
                     continue
                 try:
                     problem, x, pred, note = run_prediction(Path(store_root) / chosen["name"])
-                except (OSError, ValueError, KeyError, UsageError) as exc:
+                except (OSError, ValueError, KeyError, UsageError, zipfile.BadZipFile) as exc:
                     skipped.append(Skipped(f"{what}: {label}, {method}",
                                            f"run `{chosen['name']}` cannot be evaluated ({type(exc).__name__}: {exc})"))
                     continue
@@ -629,7 +705,7 @@ def table2_architectures(runs: pd.DataFrame, history: pd.DataFrame, out: Path, s
         return [], [Skipped(what, "the campaign has no finished Helmholtz run")]
     cells = cell_stats(done)
     arch_keys = ["width", "depth"]
-    others = [c for c in _configuration_columns(done) if c not in arch_keys and c in cells]
+    others = [c for c in _configuration_columns(done, exclude=arch_keys) if c in cells]
     groups = cells.groupby(others, dropna=False, sort=True) if others else [((), cells)]
     figures, skipped = [], []
     for values, group in groups:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -17,20 +17,33 @@ def weighted_loss(row: Mapping[str, Any]) -> float:
 class Progress:
     """Shows training progress on stderr; silent when ``quiet`` or when stderr is not a terminal.
 
+    The rate, and so the ETA, counts from the first history row on: before it come the compile
+    (seconds to minutes) and the first chunk, which would make the first estimates far too long.
+
     Args:
         total: steps the run will take.
         metric: the history column shown as the error (the problem's primary metric).
         quiet: never show anything.
+        file: where to draw (default stderr, only when it is a terminal); given, the bar is always drawn.
     """
 
-    def __init__(self, total: int, metric: str, *, quiet: bool = False) -> None:
+    def __init__(self, total: int, metric: str, *, quiet: bool = False, file: TextIO | None = None) -> None:
         self.metric = metric
-        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False, file=sys.stderr,
-                        disable=quiet or not sys.stderr.isatty())
+        self.started = False
+        shown = not quiet and (file is not None or sys.stderr.isatty())
+        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False, file=file or sys.stderr,
+                        disable=not shown)
+        self.bar.set_postfix_str("compiling and the first steps", refresh=False)
 
     def update(self, row: Mapping[str, Any]) -> None:
         """Advance to ``row["step"]`` and show its loss and error."""
         self.bar.set_postfix_str(f"loss {weighted_loss(row):.3e}, {self.metric} {row[self.metric]:.3e}", refresh=False)
+        if not self.started:  # the clock starts here: steps before this row are not in the rate
+            self.started = True
+            self.bar.reset()
+            self.bar.initial = self.bar.n = self.bar.last_print_n = row["step"]
+            self.bar.refresh()
+            return
         self.bar.update(row["step"] - self.bar.n)
 
     def close(self) -> None:

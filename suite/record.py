@@ -39,6 +39,15 @@ from problems.errors import UsageError
 CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS = "config.json", "manifest.json", "history.csv", "summary.json", "params.npz"
 GRADIENTS, CHECKPOINT = "gradients.npz", "checkpoint.npz"
 DONE = ("complete", "diverged")  # the statuses of a finished run: nothing goes on from it
+STATUSES = ("running", *DONE, "interrupted", "failed")  # every status a summary.json may hold
+# The summary fields that gradpath writes (backends.training, suite.recording, suite.restore), by the
+# JSON type each holds where present; the primary metric's own field (``metric`` names it) is a number too.
+# A finished run whose summary breaks these is not done (suite.store.inspect_record): its numbers
+# would reach the tables as text, or a run counted as complete would have no error to average.
+SUMMARY_NUMBERS = ("steps", "error", "train_seconds", "wall_seconds", "ms_per_step", "ms_per_step_mean",
+                   "compile_seconds", "diverged_at_step", "vectorised_seeds")
+SUMMARY_TEXTS = ("metric", "device", "device_name", "finished", "failure", "traceback", "restored_from")
+SUMMARY_FLAGS = ("diverged",)
 
 
 def _finite(obj: Any) -> Any:
@@ -90,6 +99,71 @@ def run_name(config: Mapping[str, Any]) -> str:
     """The run directory's name, e.g. ``helmholtz-M4-jax-s0-1a2b3c4d``."""
     s = config["settings"]
     return f"{config['problem']}-{s['method']}-{config['backend']}-s{s['seed']}-{config_hash(config)}"
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (int or float; NaN and infinities included), not a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summary_field_kinds(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The expected JSON kind (``number``, ``text`` or ``flag``) of each summary field whose kind is known."""
+    kinds = {**dict.fromkeys(SUMMARY_NUMBERS, "number"), **dict.fromkeys(SUMMARY_TEXTS, "text"),
+             **dict.fromkeys(SUMMARY_FLAGS, "flag")}
+    metric = summary.get("metric")
+    if isinstance(metric, str) and metric not in kinds:
+        kinds[metric] = "number"
+    return kinds
+
+
+def _is_finite(value: float) -> bool:
+    """A finite number that a float can hold (JSON integers have no size limit)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def ill_typed_fields(summary: Mapping[str, Any]) -> dict[str, str]:
+    """Each known field of ``summary`` that holds the wrong JSON type, with what it should be.
+    null (None) fits every kind: the training loop writes null where a field does not apply.
+
+    Example:
+        >>> ill_typed_fields({"error": "abc", "steps": 10, "metric": "rel_l2", "diverged": False})
+        {'error': 'a number'}
+    """
+    # an integer beyond 64 bits is no count or time gradpath writes, and no table column can hold it
+    fits = {"number": lambda v: is_number(v) and (isinstance(v, float) or -2**63 <= v < 2**63),
+            "text": lambda v: isinstance(v, str), "flag": lambda v: isinstance(v, bool)}
+    wanted = {"number": "a number", "text": "text", "flag": "true or false"}
+    return {name: wanted[kind] for name, kind in summary_field_kinds(summary).items()
+            if summary.get(name) is not None and not fits[kind](summary[name])}
+
+
+def finished_summary_problem(summary: Mapping[str, Any]) -> str:
+    """Why a summary whose status is complete or diverged cannot stand for a finished run ("" if it can).
+
+    A complete run needs a finite, positive ``error`` (the tables average it and take its logarithm;
+    a relative error of exactly 0 is no training result) and a numeric ``steps``
+    (its history must reach it), and must not say ``diverged``: true; every known field must hold
+    its JSON type. A diverged run's error may be null.
+    """
+    wrong = ill_typed_fields(summary)
+    if wrong:
+        name, kind = next(iter(wrong.items()))
+        return f"{name} is {json.dumps(summary[name])[:40]}, not {kind}"
+    if not is_number(summary.get("steps")):
+        return "no steps"
+    status = summary.get("status")
+    if status == "complete":
+        error = summary.get("error")
+        if not is_number(error) or not _is_finite(error):
+            return "a complete run without a finite error" + ("" if "error" in summary else " (no error field)")
+        if error <= 0:  # a relative error of a trained network; the tables take its logarithm
+            return f"a complete run with error {error}, not a positive number"
+        if summary.get("diverged") is True:  # its error would be averaged as a finished run's
+            return "complete, but diverged is true"
+    return ""
 
 
 def read_status(path: str | os.PathLike) -> str | None:

@@ -2,13 +2,20 @@
 
 `gradpath run` (one seed, with a progress bar) and campaign workers (seeds vectorised) both keep
 their records through a :class:`Recording`, so a run that completes, diverges, fails or is
-interrupted ends with the same status and summary fields whichever command trained it.
+interrupted ends with the same status and summary fields whichever command trained it. Both stop
+on SIGTERM as on Ctrl-C (:func:`terminate_as_interrupt`): a run stopped by ``kill``, a batch
+system or a container's shutdown is ``interrupted`` and keeps its checkpoint, not left ``running``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from backends.checkpoint import Checkpoint
@@ -92,3 +99,38 @@ class Recording:
             record.finish(status, result.summary, result.params)
             statuses.append(status)
         return statuses
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt(*, forward_to_children: bool = False) -> Iterator[None]:
+    """Within this block, SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that training stops
+    the same way (records ``interrupted``, checkpoints kept, exit code 130).
+
+    Only the main thread can take signals; elsewhere (a thread of a test, say) this does nothing.
+    A second SIGTERM while the first is being handled is ignored, so that the records are finished.
+
+    Args:
+        forward_to_children: first send SIGTERM on to this process's multiprocessing children
+            (a campaign's worker processes), which stop their runs the same way. Ctrl-C reaches
+            them without this: the terminal signals the whole process group.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if received:
+            return
+        received.append(signum)
+        if forward_to_children:
+            for child in multiprocessing.active_children():
+                with contextlib.suppress(OSError):
+                    os.kill(child.pid, signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -141,7 +141,8 @@ def restore(specs: Sequence[RunSpec], source: str | Path, store: Store) -> Resto
     (a results directory holding runs.parquet and history.parquet) lists as complete or diverged.
 
     A run the store already holds done is left alone: the store is what trained, the table only a
-    copy of it. A record that is not done (failed, interrupted, corrupt) is replaced; one whose lock
+    copy of it. A record that is not done (failed, interrupted, corrupt) is replaced, a corrupt one
+    copied aside first (:meth:`suite.store.Store.keep_damaged`); one whose lock
     another process holds (a campaign training it) is left alone. ``store`` is created (if it does
     not exist) only once both tables have been read. Each record is written under the run's lock, summary last, so a
     campaign running beside the restore never sees half a record as done.
@@ -178,6 +179,7 @@ def restore(specs: Sequence[RunSpec], source: str | Path, store: Store) -> Resto
                 # before its summary) is worth less than the table's finished run
                 replacing = store.path(spec).exists()
                 if replacing:
+                    store.keep_damaged(spec)  # a corrupt record may hold what the table lacks (parameters)
                     shutil.rmtree(store.path(spec))
                 group = (str(row.get("problem")), str(row.get("layers")))
                 _write_record(store.path(spec), spec, row, histories[spec.key], columns.get(group), table)

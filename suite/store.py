@@ -2,27 +2,43 @@
 
 ``<store>/<problem>-<method>-<backend>-s<seed>-<hash>/`` is the same directory ``gradpath run
 --out <store>`` writes, so both find each other's runs. A run is *done* when its summary says
-``complete`` or ``diverged`` and the record around it is sound (config matches the key, history
-readable up to the summary's step, parameters saved, unless the record was rebuilt by
-:mod:`suite.restore` from a published table, which keeps none); anything else (missing, ``running`` after a
-kill, ``failed``, ``interrupted``, unreadable) is redone. The summary is the last file a run
-writes, and every JSON file is replaced atomically, so a killed run is never mistaken for a done
-one. ``<store>/.locks/`` holds one lock file per run (``flock``, released by the kernel when its
-process dies), so two processes never train the same run at once.
+``complete`` or ``diverged`` and the record around it is sound (:func:`inspect_record`: the
+summary's fields of their JSON types, a complete run with a finite positive error, config matching the
+key, every history row numeric up to the summary's step, parameters saved, unless the record was
+rebuilt by :mod:`suite.restore` from a published table, which keeps none); anything else (missing,
+``running`` after a kill, ``failed``, ``interrupted``, ``corrupt``) is redone. The summary is the
+last file a run writes, and every JSON file is replaced atomically, so a killed run is never
+mistaken for a done one. ``<store>/.locks/`` holds one lock file per run (``flock``, released by
+the kernel when its process dies), so two processes never train the same run at once.
 
-:func:`gather` turns records into tidy tables: one row per run, and the long history.
+A ``corrupt`` record (or an unfinished one that holds parameters, which only a finished run saves)
+is copied to ``<store>/.damaged/<run>.<UTC time>/`` before it is trained again or restored over
+(:meth:`Store.keep_damaged`):
+it may hold the only copy of a finished run's parameters and history (one bad field in
+summary.json is enough to make it corrupt), and training again reproduces them only up to
+floating-point nondeterminism. It is copied, not moved, so that the new training still goes on
+from the record's checkpoint where it has one.
+
+:func:`gather` turns records into tidy tables: one row per run, and the long history. Both read
+records through :func:`inspect_record`, as the campaign does: a damaged record is a row with
+status ``corrupt`` and the damage in ``reason``, and its fields of the wrong type are left out of
+the row, so they can never reach a statistic.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import csv
+import dataclasses
 import json
+import math
 import os
 import secrets
+import shutil
 import time
 import zipfile
+import zlib
+from datetime import datetime, timezone
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +49,8 @@ import pandas as pd
 from backends.settings import TrainSettings
 from problems.errors import UsageError
 from suite.campaign import RunSpec
-from suite.record import CONFIG, DONE, HISTORY, MANIFEST, PARAMS, SUMMARY, _finite
+from suite.record import (CONFIG, DONE, HISTORY, MANIFEST, PARAMS, STATUSES, SUMMARY, _finite,
+                          finished_summary_problem, ill_typed_fields)
 
 try:
     import fcntl
@@ -46,6 +63,9 @@ RENAMED = {"steps": "steps_done", "device": "device_used"}
 SETTING_ORDER = tuple(f.name for f in dataclasses.fields(TrainSettings))
 # first_started: when the first process of a run that went on from a checkpoint started
 MANIFEST_FIELDS = ("started", "first_started", "hostname", "git_commit", "git_dirty", "gradpath")
+TIMESTAMPS = ("started", "first_started", "finished")  # ISO 8601 text; the report computes spans from them
+IDENTITY = ("name", "key", "problem", "backend", "status", "reason")  # runs-table columns no record file sets
+DAMAGED = ".damaged"  # <store>/.damaged/<run>.<time>/: corrupt records as they were before training again
 
 
 @dataclass(frozen=True)
@@ -65,51 +85,118 @@ def _read_json(path: Path) -> Any:
 
 
 def _history_last_step(path: Path) -> int:
-    """The ``step`` of the last row of a history file; ValueError if it is unreadable or empty."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "step" not in rows[0]:
+    """The ``step`` of the last row of a history file whose every row is sound: as many fields as
+    the header, every field a number or empty (not logged), every step an integer.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: what is wrong with it, and where (``csv.Error`` included).
+    """
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header or "step" not in header:
+                raise ValueError("no step column" if header else "empty")
+            column = header.index("step")
+            last = None
+            for line, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    raise ValueError(f"line {line} has {len(row)} fields, the header {len(header)} "
+                                     "(a row has the wrong number of fields)")
+                for name, text in zip(header, row):
+                    if text and not _is_float(text):
+                        raise ValueError(f"line {line}: {name} is {text[:20]!r}, not a number")
+                step = float(row[column]) if row[column] else math.nan
+                if not step.is_integer():
+                    raise ValueError(f"line {line}: step is {row[column][:20]!r}, not an integer")
+                last = int(step)
+    except csv.Error as exc:
+        raise ValueError(str(exc)) from None
+    if last is None:
         raise ValueError("no rows")
-    if any(None in row or None in row.values() for row in rows):
-        raise ValueError("a row has the wrong number of fields")
-    return int(float(rows[-1]["step"]))
+    return last
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def inspect_record(path: Path, config: Mapping[str, Any] | None = None) -> RunState:
-    """Classify the record in ``path``; ``config`` (if given) must equal its config.json."""
+    """Classify the record in ``path``; ``config`` (if given) must equal its config.json.
+
+    Returns ``missing`` (no directory), ``corrupt`` with the damage in ``reason``, or the summary's
+    status: a finished status (complete, diverged) only when the whole record is sound (see the
+    module docstring); an unfinished one (running, failed, interrupted) with its failure message.
+    """
     if not path.is_dir():
         return RunState("missing")
     try:
         summary = _read_json(path / SUMMARY)
-        status = summary["status"]
     except FileNotFoundError:
         return RunState("corrupt", "no summary.json")
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError) as exc:
         return RunState("corrupt", f"summary.json unreadable ({type(exc).__name__})")
+    if not isinstance(summary, dict):
+        return RunState("corrupt", f"summary.json unreadable (a JSON {type(summary).__name__}, not an object)")
+    status = summary.get("status")
+    if status not in STATUSES:
+        return RunState("corrupt", f"summary.json has status {json.dumps(status)[:40]}, not one of "
+                                   f"{', '.join(STATUSES)}")
     if status not in DONE:
-        return RunState(str(status), summary.get("failure", "") if isinstance(summary, dict) else "")
+        failure = summary.get("failure")
+        return RunState(status, failure.splitlines()[0] if isinstance(failure, str) and failure else "")
+    problem = finished_summary_problem(summary)
+    if problem:
+        return RunState("corrupt", f"summary.json: {problem}")
     try:
         if config is not None and _read_json(path / CONFIG) != json.loads(json.dumps(_finite(config))):
             return RunState("corrupt", "config.json does not match the run's configuration")
-        if _history_last_step(path / HISTORY) != summary["steps"]:
-            return RunState("corrupt", "history.csv ends before the summary's step")
-    except (OSError, ValueError, KeyError) as exc:
-        return RunState("corrupt", f"unreadable record ({type(exc).__name__}: {exc})")
+    except (OSError, ValueError) as exc:
+        return RunState("corrupt", f"config.json unreadable ({type(exc).__name__})")
+    try:
+        last = _history_last_step(path / HISTORY)
+    except FileNotFoundError:
+        return RunState("corrupt", "no history.csv")
+    except (OSError, ValueError) as exc:
+        return RunState("corrupt", f"history.csv: {exc}")
+    if last != summary["steps"]:
+        return RunState("corrupt", f"history.csv ends at step {last}, before the summary's step {summary['steps']}"
+                        if last < summary["steps"] else
+                        f"history.csv ends at step {last}, after the summary's step {summary['steps']}")
     # a record rebuilt from a published runs table (suite.restore) has no parameters to check
-    if not zipfile.is_zipfile(path / PARAMS) and not summary.get("restored_from"):
+    if not summary.get("restored_from") and not _is_sound_zip(path / PARAMS):
         return RunState("corrupt", "params.npz missing or unreadable")
     return RunState(status)
+
+
+def _is_sound_zip(path: Path) -> bool:
+    """``path`` is a zip archive (an .npz) whose every member reads back with its checksum (about
+    a millisecond for the largest network): damage inside it would otherwise show only in a figure."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error):
+        return False
 
 
 class Store:
     """A directory of run records. ``Store(root)`` creates it and checks that it is writable.
 
+    ``option`` is the command-line option that named ``root`` (``--store``; ``gradpath run``'s is ``--out``),
+    which the error names.
+
     Raises:
         UsageError: ``root`` cannot be created or written.
     """
 
-    def __init__(self, root: str | os.PathLike, *, create: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, *, create: bool = True, option: str = "--store") -> None:
         self.root = Path(root)
+        self.option = option
         if create:
             self._check_writable()
 
@@ -121,7 +208,7 @@ class Store:
             probe.unlink()
         except OSError as exc:
             raise UsageError(f"store {str(self.root)!r} is not writable: {exc.strerror or exc}; "
-                             "choose another with --store DIR") from None
+                             f"choose another with {self.option} DIR") from None
 
     def path(self, spec: RunSpec) -> Path:
         return self.root / spec.name
@@ -154,9 +241,27 @@ class Store:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def clean(self, spec: RunSpec) -> None:
-        """Remove temporary files a killed writer left in the run's directory (call under its lock)."""
+        """Ready the run's directory to be trained again (call under its lock): keep a damaged
+        record (:meth:`keep_damaged`), then remove temporary files a killed writer left."""
+        self.keep_damaged(spec)
         for tmp in self.path(spec).glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+
+    def keep_damaged(self, spec: RunSpec) -> Path | None:
+        """Copy the run's record, as it is, to ``<store>/.damaged/<run>.<UTC time>/`` if it is corrupt
+        or holds parameters without being done (only a finished run saves them: its summary was
+        lost or overwritten), before it is trained again or replaced (call under its lock).
+
+        Returns:
+            The copy, or None when the record is sound, missing or merely unfinished.
+        """
+        state = self.state(spec)
+        if not (state.status == "corrupt" or (not state.done and (self.path(spec) / PARAMS).exists())):
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.root / DAMAGED / f"{spec.name}.{stamp}"
+        shutil.copytree(self.path(spec), target, ignore=shutil.ignore_patterns(".*.tmp"))
+        return target
 
     def records(self) -> list[Path]:
         """Every run directory in the store (those with a config.json), sorted by name."""
@@ -166,7 +271,13 @@ class Store:
 
 
 def _flat_row(path: Path, config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One runs-table row: config flattened (settings by name, parameters as ``param_<name>``), summary."""
+    """One runs-table row: config flattened (settings by name, parameters as ``param_<name>``), status
+    and reason (:func:`inspect_record`), then the summary and manifest fields.
+
+    A field of the wrong JSON type (text where gradpath writes a number, a timestamp that is not
+    one) is left out, and so is a field that would overwrite the run's identity or configuration:
+    the record's status already says it is damaged, and its value must not reach a statistic.
+    """
     state = inspect_record(path, config)
     if config is None:
         try:
@@ -176,22 +287,49 @@ def _flat_row(path: Path, config: Mapping[str, Any] | None) -> dict[str, Any]:
     row: dict[str, Any] = {"name": path.name, "key": path.name.rsplit("-", 1)[-1]}
     if isinstance(config, Mapping):
         row.update(problem=config.get("problem"), backend=config.get("backend"))
-        for name, value in config.get("settings", {}).items():
+        settings, parameters = config.get("settings", {}), config.get("parameters", {})
+        for name, value in (settings.items() if isinstance(settings, Mapping) else ()):
             row[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
-        row.update({f"param_{k}": v for k, v in config.get("parameters", {}).items()})
+        if isinstance(parameters, Mapping):
+            row.update({f"param_{k}": v for k, v in parameters.items()})
     row["status"] = state.status
     row["reason"] = state.reason or None
-    for source, fields in ((SUMMARY, None), (MANIFEST, MANIFEST_FIELDS)):
-        try:
-            data = _read_json(path / source)
-        except (OSError, ValueError):
+    taken = {*row, *IDENTITY}
+    summary = _read_object(path / SUMMARY)
+    wrong = ill_typed_fields(summary)
+    for k, v in summary.items():
+        name = RENAMED.get(k, k)
+        if k in ("status", "traceback") or k in wrong or name in taken or not _readable(k, v):
             continue
-        if not isinstance(data, dict):
+        if k == "failure" and state.status != "failed":  # a failure message belongs to a failed run only
             continue
-        for k, v in data.items():
-            if k not in ("status", "traceback") and (fields is None or k in fields):
-                row[RENAMED.get(k, k) if fields is None else k] = json.dumps(v) if isinstance(v, (list, dict)) else v
+        row[name] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    manifest = _read_object(path / MANIFEST)
+    for k in MANIFEST_FIELDS:
+        v = manifest.get(k)
+        if k in manifest and _readable(k, v) and (v is None or isinstance(v, bool if k == "git_dirty" else str)):
+            row[k] = v
     return row
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; empty if the file is missing, unreadable or holds something else."""
+    try:
+        data = _read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _readable(name: str, value: Any) -> bool:
+    """False for a timestamp field whose value is not ISO 8601 text (null passes)."""
+    if name not in TIMESTAMPS or value is None:
+        return True
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _sanitise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -223,13 +361,27 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[first + settings + params + rest + last]
 
 
+def read_history(path: str | os.PathLike) -> pd.DataFrame:
+    """A run's history.csv as a table of numbers (empty fields: NaN).
+
+    Raises:
+        OSError: it cannot be read.  ValueError: it is not a table of numbers (a column holds text).
+    """
+    frame = pd.read_csv(path)
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        raise ValueError(f"column {text[0]!r} of {path} holds text")
+    return frame
+
+
 def history_table(store: Store, keys_names: Iterable[str]) -> pd.DataFrame:
-    """The long history: ``key`` plus every history row of the named run directories that have one."""
+    """The long history: ``key`` plus every history row of the named run directories whose history
+    is a table of numbers (a damaged one is left out; :func:`inspect_record` names the damage)."""
     frames = []
     for name in keys_names:
         try:
-            frame = pd.read_csv(store.root / name / HISTORY)
-        except (OSError, ValueError, pd.errors.EmptyDataError):
+            frame = read_history(store.root / name / HISTORY)
+        except (OSError, ValueError):
             continue
         frame.insert(0, "key", name.rsplit("-", 1)[-1])
         frames.append(frame)

@@ -115,6 +115,8 @@ def _finished(group: pd.DataFrame) -> pd.Series:
 def seed_errors(group: pd.DataFrame) -> pd.Series:
     """The final errors of a cell's complete runs with a finite error, indexed by seed (in seed order)."""
     ok = _finished(group)
+    if not ok.any():  # also where no run has an error column yet (a store of unfinished runs)
+        return pd.Series([], index=pd.Index([], name="seed"), name="error", dtype=float)
     error = pd.to_numeric(group.loc[ok, "error"], errors="coerce")
     # sorted by seed: the bootstrap resamples by position, so the row order of the store must not matter
     return pd.Series(error.to_numpy(float), index=pd.Index(group.loc[ok, "seed"].to_numpy(), name="seed"),

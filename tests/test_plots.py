@@ -1,5 +1,5 @@
 """Report figures: drawn from real tiny runs, saved as PNG and PDF, listed in REPORT.md, skipped without data,
-and the field plots' numpy prediction equal to the trainer's own."""
+the field plots' numpy prediction equal to the trainer's own, and axes and titles that read."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import importlib.util
 import json
 import struct
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as MplFigure
 
 from backends.data import seed_start
 from backends.init import init_params
 from suite.campaign import expand, load_campaign, parse_campaign
 from suite.execute import run_one
-from suite.plots import build_figures, run_prediction
+from suite.plots import STYLE, _configuration_columns, _count_x, _log_y, build_figures, run_prediction
 from suite.record import CONFIG, PARAMS, RunRecord
 from suite.report import build_report
 from suite.store import Store, gather
@@ -69,7 +72,8 @@ def test_every_figure_is_written_as_png_and_pdf(tiny):
     _, _, _, out, files = tiny
     expected = ["error-step-poisson1d", "error-step-helmholtz", "error-time-poisson1d", "error-time-helmholtz",
                 "weights-poisson1d", "weights-helmholtz", "fields-poisson1d",
-                "fields-helmholtz-depth-1", "fields-helmholtz-depth-2", "table2"]
+                "fields-helmholtz-depth-1", "fields-helmholtz-depth-2", "table2",
+                "performance-profiles"]  # suite.profiles: across cells, drawn by the report
     figures = out / "figures"
     assert sorted(p.stem for p in figures.glob("*.png")) == sorted(expected)
     for name in expected:
@@ -88,7 +92,7 @@ def test_report_lists_every_figure_with_a_caption(tiny):
     section = text.split("## Figures", 1)[1].split("## Files", 1)[0]
     for png in sorted((out / "figures").glob("*.png")):
         assert f"](figures/{png.name})" in section and f"(figures/{png.stem}.pdf)" in section
-    assert section.count("**Figure ") == 10
+    assert section.count("**Figure ") == 11
     assert "min-max range over seeds" in section and "seeds 0-1" in section
     assert "median final relative L2 error" in section and "the paper reports no value for these settings" in section
     assert "Not drawn" not in section  # every figure had its data
@@ -190,3 +194,65 @@ def test_a_prediction_that_does_not_reproduce_the_recorded_error_is_not_drawn(tm
     assert [f.name for f in figures] == ["error-step-poisson1d", "error-time-poisson1d"]
     assert any("but the run recorded 0.001" in s.reason for s in skipped)
     assert json.loads((store.path(spec) / CONFIG).read_text())["problem"] == "poisson1d"
+
+
+def _axis_labels(fig, ax, which: str) -> list[tuple[float, str, object]]:
+    """``(value, text, window extent)`` of each labelled tick of ``ax``'s ``which`` axis within its limits."""
+    fig.canvas.draw()
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = sorted(axis.get_view_interval())
+    renderer = fig.canvas.get_renderer()
+    out = []
+    for tick in axis.get_major_ticks():
+        value = tick.get_loc()
+        text = tick.label1.get_text()
+        if text and tick.label1.get_visible() and lo <= value <= hi:
+            out.append((value, text, tick.label1.get_window_extent(renderer)))
+    return out
+
+
+def _overlap(extents) -> bool:
+    return any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1:])
+
+
+def test_step_axes_are_written_in_thousands_without_labels_running_together():
+    with mpl.rc_context(STYLE):
+        fig = MplFigure(figsize=(4, 3))  # one panel of a three-column figure
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.plot([0, 40001], [1, 0])
+        _count_x(ax, "training step")
+        labels = _axis_labels(fig, ax, "x")
+    assert [text for _, text, _ in labels] == ["0", "10k", "20k", "30k", "40k"]
+    assert not _overlap([extent for *_, extent in labels])
+
+
+@pytest.mark.parametrize("lo, hi, least", [(0.95, 2.05, 3), (0.033, 0.105, 4), (0.03, 0.7, 4), (1e-5, 3e-5, 3),
+                                           (0.004, 4.0, 3), (1e-6, 10.0, 5)])
+def test_log_axes_label_enough_values_to_read_as_log(lo, hi, least):
+    """However few decades the data span, a log axis shows three or more labels, in increasing order,
+    none overlapping; whole decades only where three or more of them fall on the axis."""
+    fig = MplFigure(figsize=(4, 3))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([0, 1], [lo, hi])
+    _log_y(ax)
+    labels = _axis_labels(fig, ax, "y")
+    values = [value for value, _, _ in labels]
+    assert len(labels) >= least, [text for _, text, _ in labels]
+    assert values == sorted(values) and len(set(text for _, text, _ in labels)) == len(labels)
+    assert not _overlap([extent for *_, extent in labels])
+    decades = [v for v in values if np.isclose(np.log10(v), round(np.log10(v)))]
+    if len(decades) < len(values):  # finer than decades: only because fewer than three decades fall on it
+        assert len(decades) < 3
+
+
+def test_bookkeeping_settings_name_a_panel_only_when_nothing_else_does():
+    """compile (and device, log_every) do not change the maths: a title names them only where two
+    configurations differ in nothing else."""
+    runs = pd.DataFrame({"problem": "helmholtz", "method": "M1", "seed": 0, "backend": ["jax", "torch"],
+                         "compile": [True, False], "device": ["cpu", "cpu"], "width": [50, 50]})
+    assert _configuration_columns(runs) == ["backend"]  # compile follows the backend (the smoke preset)
+    both = pd.concat([runs, runs.assign(compile=True, seed=1)], ignore_index=True)
+    assert _configuration_columns(both) == ["backend", "compile"]  # torch compiled and not: two panels
+    assert _configuration_columns(both, exclude=["backend"]) == ["compile"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backends.data import draw_batches
 from problems import get_problem, problem_names
@@ -177,3 +180,64 @@ def test_a_problem_class_with_a_mistake_is_refused_when_built(terms, message):
 def test_a_box_with_bad_bounds_is_refused(lo, hi, message):
     with pytest.raises(UsageError, match=message):
         Box(lo, hi)
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("poisson1d", {"C": 0}, "poisson1d with C=0.0: the exact solution has norm 0 on the test grid, so rel_l2"),
+    ("poisson1d", {"C": 1e-300}, "the exact solution has norm 0"),  # underflows: no relative error either
+    ("poisson1d", {"C": 1e200}, "the forcing C^2 sin(C x) is not finite"),
+    ("helmholtz", {"a1": 0}, "helmholtz with a1=0.0, a2=4.0, k=1.0: the exact solution has norm 0"),
+    ("helmholtz", {"a2": 0}, "the exact solution has norm 0"),
+    ("helmholtz", {"k": 1e200}, "the forcing q is not finite"),
+    ("klein-gordon", {"k": -1}, "klein-gordon k must be >= 0, got -1"),
+    ("klein-gordon", {"k": 5000}, "the forcing f is not finite"),
+    ("cavity", {"Re": -100}, "cavity Re must be a finite number > 0, got -100.0"),
+    ("cavity", {"Re": 0}, "cavity Re must be a finite number > 0"),
+    ("cavity", {"reference_n": 4}, "cavity reference_n (grid cells per side) must be an integer in [8, 1024], got 4"),
+    ("cavity", {"reference_n": 2048}, "cavity reference_n (grid cells per side) must be an integer in [8, 1024]"),
+    ("cavity", {"Re": 1000, "reference_n": 8}, "under-resolved"),
+])
+def test_a_degenerate_problem_is_refused_when_built(name, params, message, recwarn):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        get_problem(name, **params)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # checked quietly
+
+
+@pytest.mark.parametrize("name, params", [("poisson1d", {"C": -2.5}), ("helmholtz", {"a1": 0.5, "a2": -3}),
+                                          ("helmholtz", {"k": 0}), ("klein-gordon", {"k": 0, "gamma": 0}),
+                                          ("cavity", {"Re": 400, "reference_n": 32})])
+def test_non_degenerate_parameters_still_build(name, params):
+    problem = get_problem(name, **params)
+    assert all(problem.parameters()[k] == v for k, v in params.items())
+
+
+def test_every_registered_problem_builds_with_its_defaults():
+    # the four built-in ones and the example plugin (tests/plugin_example), validated when built
+    for name in problem_names():
+        problem = get_problem(name)
+        ref = problem.reference(problem.test_grid()) if name != "cavity" else None
+        assert ref is None or np.linalg.norm(ref) > 0
+
+
+_numbers = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                     st.sampled_from([0.0, -0.0, 1e-300, 5e-324, 1e154, 1e200, -1.0, 2.0]))
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(name=st.sampled_from(["helmholtz", "poisson1d", "klein-gordon"]), values=st.lists(_numbers, min_size=3, max_size=3),
+       k=st.integers(-3, 6000))
+def test_any_parameters_build_a_problem_with_a_defined_error_or_are_refused(name, values, k):
+    fields = {"helmholtz": ("a1", "a2", "k"), "poisson1d": ("C",), "klein-gordon": ("alpha", "beta", "gamma")}[name]
+    params = dict(zip(fields, values))
+    if name == "klein-gordon":
+        params["k"] = k
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # refused quietly, or built without overflow
+        try:
+            problem = get_problem(name, **params)
+        except UsageError as exc:
+            assert "\n" not in str(exc) and name in str(exc)
+            return
+        grid = problem.test_grid()
+        ref = problem.reference(grid)
+        assert np.isfinite(ref).all() and np.isfinite(problem.metrics(ref, ref)["rel_l2"])

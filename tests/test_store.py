@@ -67,15 +67,47 @@ def test_done_means_a_sound_complete_or_diverged_record(tmp_path):
     assert path.name == spec.name and path.name.endswith(spec.key)
 
 
+def _edit_summary(path: Path, **fields) -> None:
+    """Change fields of a record's summary.json as a hand edit would (``...``: remove the field)."""
+    summary = json.loads((path / SUMMARY).read_text())
+    for name, value in fields.items():
+        if value is ...:
+            del summary[name]
+        else:
+            summary[name] = value
+    (path / SUMMARY).write_text(json.dumps(summary))
+
+
+def _flipped(data: bytes) -> bytes:
+    """``data`` with one byte inverted a third of the way in: inside an array, so the zip still opens."""
+    at = len(data) // 3
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
 @pytest.mark.parametrize("damage, reason", [
     (lambda p: (p / SUMMARY).unlink(), "no summary.json"),
     (lambda p: (p / SUMMARY).write_text('{"status": "comp'), "summary.json unreadable"),
     (lambda p: (p / SUMMARY).write_text('["complete"]'), "summary.json unreadable"),
-    (lambda p: (p / HISTORY).unlink(), "unreadable record"),
-    (lambda p: (p / HISTORY).write_text("step,seconds\n10,0.1\n"), "history.csv ends before the summary's step"),
+    (lambda p: (p / HISTORY).unlink(), "no history.csv"),
+    (lambda p: (p / HISTORY).write_text("step,seconds\n10,0.1\n"),
+     "history.csv ends at step 10, before the summary's step 20"),
     (lambda p: (p / HISTORY).write_text("step,seconds\n10,0.1\n20,0.2,9\n"), "wrong number of fields"),
-    (lambda p: (p / HISTORY).write_text(""), "unreadable record"),
+    (lambda p: (p / HISTORY).write_text(""), "history.csv: empty"),
+    (lambda p: (p / HISTORY).write_text("step,seconds\nabc,0.1\n20,0.2\n"), "line 2: step is 'abc', not a number"),
+    (lambda p: (p / HISTORY).write_text("step,seconds\n10,0.1\n20,fast\n"), "line 3: seconds is 'fast', not a number"),
+    (lambda p: (p / HISTORY).write_bytes(b"step,seconds\n10,0\x00.1\n20,0.2\n"), "history.csv: "),
+    (lambda p: _edit_summary(p, error="abc"), 'summary.json: error is "abc", not a number'),
+    (lambda p: _edit_summary(p, error=None), "a complete run without a finite error"),
+    (lambda p: _edit_summary(p, error=float("nan")), "a complete run without a finite error"),
+    (lambda p: _edit_summary(p, error=0), "a complete run with error 0, not a positive number"),
+    (lambda p: _edit_summary(p, error=-0.5), "a complete run with error -0.5, not a positive number"),
+    (lambda p: _edit_summary(p, error=...), "without a finite error (no error field)"),
+    (lambda p: _edit_summary(p, diverged=True), "complete, but diverged is true"),
+    (lambda p: _edit_summary(p, ms_per_step="fast"), 'ms_per_step is "fast", not a number'),
+    (lambda p: _edit_summary(p, steps=...), "no steps"),
+    (lambda p: _edit_summary(p, status="done"), 'status "done", not one of running, complete'),
     (lambda p: (p / PARAMS).write_bytes(b"PK\x03"), "params.npz missing or unreadable"),
+    (lambda p: (p / PARAMS).write_bytes(_flipped((p / PARAMS).read_bytes())), "params.npz missing or unreadable"),
     (lambda p: write_json(p / CONFIG, {"problem": "other"}), "config.json does not match"),
 ])
 def test_a_damaged_complete_record_is_redone(tmp_path, damage, reason):

@@ -178,3 +178,12 @@ def test_a_cell_whose_every_run_failed_says_so_in_every_layout():
     assert table.robust.iloc[0]["M2 geo-mean [95% CI]"] == "every run failed (3)"
     for frame in (table.main, table.robust, table.ratio):
         assert "nan" not in frame.to_string().lower()
+
+
+def test_a_store_of_unfinished_runs_has_cells_but_no_statistics():
+    # no run has finished: the runs table has no error column yet (`gradpath report` on a fresh store)
+    runs = pd.DataFrame([{k: v for k, v in _run("helmholtz", "M1", s, NAN, "missing", **HELMHOLTZ).items()
+                          if k not in ("error", "ms_per_step")} for s in range(2)])
+    cell = cell_stats(runs).iloc[0]
+    assert (cell["n"], cell["incomplete"]) == (0, 2) and cell["stats_note"] == "no seed finished with a finite error"
+    assert build_tables(runs)[0].main.iloc[0]["M1"] == "- [n=0/2, 2 incomplete]"
