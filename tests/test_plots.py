@@ -99,6 +99,20 @@ def test_report_lists_every_figure_with_a_caption(tiny):
 
 
 @needs_jax
+def test_a_report_rebuilt_from_the_same_store_is_byte_identical(tiny, tmp_path):
+    # issue 20: no clock time in REPORT.md, seeded bootstrap intervals, figures without creation dates
+    campaign, specs, store, out, _ = tiny
+    again = tmp_path / "again"
+    build_report(campaign, specs, store, again)
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file()) == files
+    assert {"REPORT.md", "comparisons.csv", "figures/performance-profiles.pdf"} <= {str(f) for f in files}
+    assert [str(f) for f in files if (out / f).read_bytes() != (again / f).read_bytes()] == []
+    report = (out / "REPORT.md").read_text()
+    assert "| M2 vs M1 | yes | 2 |" in report  # M1 and M2 share the plain network: paired by seed
+
+
+@needs_jax
 def test_field_prediction_equals_the_trainers(tiny):
     from backends import get_backend
 
