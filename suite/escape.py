@@ -268,7 +268,11 @@ def escape_section(runs: pd.DataFrame, history: pd.DataFrame) -> str:
                          f"{c['median_error']:.2e} |\n")
         lines.append("\n")
     if not short.empty:
-        names = sorted({f"{c['label']} {c['backend']} {c['method']} ({int(c['length']):,} steps)"
-                        for _, c in short.iterrows()})
-        lines.append(f"Too short to judge (fewer than {MIN_JUDGED_STEPS:,} steps): {'; '.join(names)}.\n\n")
+        lengths = sorted({int(c["length"]) for _, c in short.iterrows()})
+        if len(lengths) == 1 and len(short) > 6:  # a smoke campaign: one line, not a list of every cell
+            text = f"{len(short)} cells, all of {lengths[0]:,} steps"
+        else:
+            text = "; ".join(sorted({f"{c['label']} {c['backend']} {c['method']} ({int(c['length']):,} steps)"
+                                     for _, c in short.iterrows()}))
+        lines.append(f"Too short to judge (fewer than {MIN_JUDGED_STEPS:,} steps): {text}.\n\n")
     return "".join(lines)
