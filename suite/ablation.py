@@ -11,9 +11,9 @@ bookkeeping columns are not settings here.
 Per variant: both means (the paper's statistic) and the baseline's paper value, so one row says
 whether a paper-vs-code difference moves the error onto the paper; and the comparison of
 :mod:`suite.method_comparison`: the ratio of geometric means with its 95% bootstrap interval, paired
-by seed (Wilcoxon signed-rank on log error) where variant and baseline share the network, as every
-change of the annealing rule, optimiser or precision does, and unpaired (Mann-Whitney U) where the
-network differs (a gate form, a depth); the probability that the variant ends lower; and
+by seed (Wilcoxon signed-rank on log error) where variant and baseline draw the same initial weights,
+as every change of the annealing rule, optimiser, precision or gate form does, and unpaired
+(Mann-Whitney U) where the parameter shapes differ (a depth, a width); the probability that the variant ends lower; and
 Benjamini-Hochberg q-values over the table's rows.
 """
 
@@ -126,7 +126,7 @@ def ablation_section(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> str:
     return ("## Ablations: one setting changed against its baseline\n\n"
             "Each row changes one setting of a baseline cell (same problem, backend and method) from the "
             "paper's default; \"seeds\" counts the runs each mean is over, variant then baseline. Geo-means: "
-            "the ratio of geometric means over seeds with its 95% bootstrap interval. Paired (same network, so "
+            "the ratio of geometric means over seeds with its 95% bootstrap interval. Paired (same parameter shapes, so "
             "seed s starts both from the same weights and batches): Wilcoxon signed-rank test on the paired log "
             "errors, over the seeds both cells have; unpaired: Mann-Whitney U on log error. P(variant lower): "
             "the share of seeds (paired) or seed pairs (unpaired) on which the variant ends lower. q: "

@@ -36,7 +36,7 @@ from suite.presets import PRESETS
 from suite.progress import Progress
 from suite.diagnose_command import add_diagnose_command
 from suite.reference import add_reference_command
-from suite.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name
+from suite.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name, writable_directory
 from suite.recording import Recording, terminate_as_interrupt
 from suite.resources import check_memory, is_out_of_memory
 from suite.store import DEFAULT_STORE, Store, gather, write_tables
@@ -382,6 +382,8 @@ def _results_dir(args: argparse.Namespace, campaign: Any) -> str:
 def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from suite.report import build_report
 
+    campaign, _ = _plan(args.preset)
+    writable_directory(_results_dir(args, campaign))  # before training, not after it
     campaign, specs, store, result = _run(args, argv)
     files = build_report(campaign, specs, store, _results_dir(args, campaign))
     print(f"wrote {len(files)} files to {files[-1].parent}: " + ", ".join(p.name for p in files))
@@ -396,7 +398,7 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not store.root.is_dir():
         raise UsageError(f"store {str(store.root)!r} does not exist; run `gradpath reproduce --preset "
                          f"{args.preset}` first, or name the store with --store DIR")
-    files = build_report(campaign, specs, store, _results_dir(args, campaign))
+    files = build_report(campaign, specs, store, writable_directory(_results_dir(args, campaign)))
     print(f"wrote {len(files)} files to {files[-1].parent}: " + ", ".join(p.name for p in files))
     return 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from problems.errors import UsageError, unknown_choice
 from suite.diagnostics import PRESETS, get_experiment, run_experiment
-from suite.record import load_gradients
+from suite.record import load_gradients, writable_directory
 
 
 def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
@@ -53,6 +53,8 @@ def cmd_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> int:
     seeds = args.seeds if args.seeds is not None else None if args.seed is None else [args.seed]
     if seeds is not None and (min(seeds) < 0 or len(set(seeds)) != len(seeds)):
         raise UsageError(f"--seed/--seeds take distinct non-negative integers, got {' '.join(map(str, seeds))}")
+    if args.out is not None:
+        writable_directory(args.out)
     out = run_experiment(args.preset, backend=args.backend, out=args.out, steps=args.steps, seeds=seeds,
                          parameter_set=args.parameter_set, quiet=args.quiet, report_only=args.report_only)
     numbers = json.loads((out / "numbers.json").read_text())

@@ -22,19 +22,20 @@ from suite.statistics import Comparison, adjust_pvalues, paired_comparison, unpa
 
 # (method, against): the paper's pairs. The first two share a network; the third is its headline.
 METHOD_PAIRS = (("M2", "M1"), ("M4", "M3"), ("M4", "M1"))
-# settings that decide the network's shape and initial weights (with the method's network kind)
-NETWORK_SETTINGS = ("width", "depth", "layers", "gate", "dtype")
+# settings that decide the shapes of the network's parameters, so which initial weights a seed draws
+# (with the method's network kind). The gate form and the precision change what the network computes
+# but not the weights a seed draws (backends/init.py), so cells differing in those stay paired.
+NETWORK_SETTINGS = ("width", "depth", "layers")
 
 
 def _network(cell: pd.Series) -> tuple[object, ...]:
     kind = METHODS[cell["method"]].net if cell["method"] in METHODS else cell["method"]
-    gate = cell.get("gate") if kind == "gated" else None  # the gate form changes only the gated network
-    return (kind, *(str(cell.get(c)) for c in NETWORK_SETTINGS if c != "gate"), str(gate),
-            str(cell.get("problem")))
+    return (kind, *(str(cell.get(c)) for c in NETWORK_SETTINGS), str(cell.get("problem")))
 
 
 def shares_network(a: pd.Series, b: pd.Series) -> bool:
-    """Whether two cells start each seed from the same initial weights (same problem, network kind and shape)."""
+    """Whether two cells start each seed from the same initial weights and batches (same problem,
+    network kind and parameter shapes)."""
     return _network(a) == _network(b)
 
 

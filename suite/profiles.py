@@ -36,12 +36,16 @@ PDF_METADATA = {"CreationDate": None, "ModDate": None}
 def _profile_values(cells: pd.DataFrame) -> pd.DataFrame:
     """Rows: configurations (label), columns: methods, values: geometric mean error."""
     table = cells.pivot_table(index="label", columns="method", values="geomean", aggfunc="first", sort=True)
-    return table[[m for m in METHOD_ORDER if m in table.columns]]
+    table = table[[m for m in METHOD_ORDER if m in table.columns]]
+    # only configurations where every method ran: where one method ran alone it would count as the best
+    return table.dropna()
 
 
 def profile_panels(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per panel title, the (configuration x method) geometric means its profile is drawn from: per
-    backend, Table 2's rows (Helmholtz at the paper's parameters) and every configuration with a result."""
+    backend, Table 2's rows (Helmholtz at the paper's parameters) and every configuration, each where every
+    method has a result (an ablation variant run for one or two methods would otherwise count as the best
+    where it ran alone)."""
     cells = measured_cells(cell_stats(runs))
     panels = {}
     for backend, group in cells.groupby("backend", sort=True):
@@ -110,6 +114,10 @@ def rank_table(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _two(value: float) -> str:
+    return "-" if not np.isfinite(value) else f"{value:.2f}"
+
+
 def rank_lines(table: pd.DataFrame) -> list[str]:
     """The markdown of :func:`rank_table` with a pooled line per backend."""
     if table.empty:
@@ -122,7 +130,7 @@ def rank_lines(table: pd.DataFrame) -> list[str]:
              "Kendall's W |\n", "|---|---|---|---|---|---|---|---|\n"]
     for _, r in table.iterrows():
         lines.append(f"| {r['configuration']} | {r['backend']} | {r['paper_order']} | {r['geomean_order']} | "
-                     f"{r['seeds']} | {r['agree']} | {r['kendall_tau']:.2f} | {r['kendall_w']:.2f} |\n")
+                     f"{r['seeds']} | {r['agree']} | {_two(r['kendall_tau'])} | {_two(r['kendall_w'])} |\n")
     lines.append("\n")
     for backend, group in table.groupby("backend", sort=False):
         same = int((group["paper_order"] == group["geomean_order"]).sum())

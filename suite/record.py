@@ -313,3 +313,20 @@ def _resumed_manifest(directory: str | os.PathLike, manifest: Mapping[str, Any],
     earlier = [*old.get("earlier_processes", []), {**before, "stopped_at_step": checkpoint.step}]
     return {**manifest, "earlier_processes": earlier,
             "first_started": earlier[0].get("started") or manifest.get("started")}
+
+
+def writable_directory(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a directory that exists and can be written, created where missing; else a one-line
+    UsageError naming ``option``. Checked before anything is trained, so that a results directory that
+    cannot be written never costs a campaign's training."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{str(path)!r} is a file, not a directory; choose another with {option} DIR")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"directory {str(path)!r} cannot be created: {exc.strerror or exc}; "
+                         f"choose another with {option} DIR") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"directory {str(path)!r} is not writable; choose another with {option} DIR")
+    return path

@@ -119,6 +119,10 @@ def _history_last_step(path: Path) -> int:
 
 
 def _is_float(text: str) -> bool:
+    """Whether pandas will read ``text`` as a number: Python's float() also takes "1_0" and spaces,
+    which the history reader would reject, so those count as damage here too."""
+    if "_" in text or text != text.strip():
+        return False
     try:
         float(text)
     except ValueError:

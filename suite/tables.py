@@ -297,7 +297,7 @@ def wide(cells: pd.DataFrame, spec: TableSpec, kind: str = "main") -> pd.DataFra
     rows = []
     for values, group in cells.groupby(keys, dropna=False, sort=True) if keys else [((), cells)]:
         values = values if isinstance(values, tuple) else (values,)
-        row = {_label(k): v for k, v in zip(keys, values)}
+        row = {_label(k): "default" if is_missing(v) else v for k, v in zip(keys, values)}  # unset: the default
         for method in methods:
             match = group[group["method"] == method]
             for title, text in columns(method).items():

@@ -54,10 +54,16 @@ def test_pairs_are_the_seeds_both_cells_have():
     assert row["p_value"] == pytest.approx(2 / 2 ** 6)  # six positive differences, exact two-sided
 
 
-def test_a_change_of_network_is_compared_unpaired():
+def test_a_gate_form_draws_the_same_weights_so_it_is_paired():
     table = _variants(_runs(method="M4"), _runs(BASE * 0.77, method="M4", gate="paper"))
     row = table.iloc[0]
-    assert row["setting"] == "gate" and not row["paired"]
+    assert row["setting"] == "gate" and row["paired"] and row["ratio"] == pytest.approx(0.77)
+
+
+def test_another_depth_is_another_network_and_is_compared_unpaired():
+    table = _variants(_runs(), _runs(BASE * 0.77, depth=4))
+    row = table.iloc[0]
+    assert row["setting"] == "depth" and not row["paired"]
     expected = stats.mannwhitneyu(np.log10(BASE * 0.77), np.log10(BASE), method="exact").pvalue
     assert row["p_value"] == pytest.approx(expected) and row["ratio"] == pytest.approx(0.77)
 

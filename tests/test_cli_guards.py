@@ -335,3 +335,16 @@ def test_the_eta_leaves_out_the_compile():
     assert info["n"] == 200 and info["rate"] == pytest.approx(100.0)
     assert (info["total"] - info["n"]) / info["rate"] == pytest.approx(8.0)  # not ~1500 s
     progress.close()
+
+
+def test_an_unwritable_results_directory_is_a_usage_error_naming_out(tmp_path, capsys):
+    from suite.cli import main
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    for out in (str(a_file), str(a_file / "below")):
+        assert main(["report", "--preset", "smoke", "--store", str(tmp_path), "--out", out]) == 2
+        assert "--out DIR" in capsys.readouterr().err
+    # reproduce checks it before training anything: no store is created
+    assert main(["reproduce", "--preset", "smoke", "--store", str(tmp_path / "store"), "--out", str(a_file)]) == 2
+    assert not (tmp_path / "store").exists()
