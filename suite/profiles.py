@@ -135,7 +135,8 @@ def rank_lines(table: pd.DataFrame) -> list[str]:
     for backend, group in table.groupby("backend", sort=False):
         same = int((group["paper_order"] == group["geomean_order"]).sum())
         lines.append(f"- {backend}: {int(group['agree'].sum())} of {int(group['seeds'].sum())} seeds over "
-                     f"{len(group)} configurations follow the paper's order exactly; the geometric means do in "
+                     f"{len(group)} configuration{'s' if len(group) != 1 else ''} follow the paper's order exactly; "
+                     f"the geometric means do in "
                      f"{same} of {len(group)}.\n")
     return lines
 
