@@ -398,7 +398,9 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not store.root.is_dir():
         raise UsageError(f"store {str(store.root)!r} does not exist; run `gradpath reproduce --preset "
                          f"{args.preset}` first, or name the store with --store DIR")
-    files = build_report(campaign, specs, store, writable_directory(_results_dir(args, campaign)))
+    out = _results_dir(args, campaign)
+    writable_directory(out)
+    files = build_report(campaign, specs, store, out)
     print(f"wrote {len(files)} files to {files[-1].parent}: " + ", ".join(p.name for p in files))
     return 0
 

@@ -309,6 +309,7 @@ def test_reproduce_and_report_write_outside_the_tracked_results(monkeypatch, cap
         return [Path(out) / "REPORT.md"]
 
     monkeypatch.setattr(suite.report, "build_report", build_report)
+    monkeypatch.chdir(tmp_path)  # the default results directory is created here, not in the checkout
     campaign, specs = cli._plan("smoke")
     store = Store(tmp_path / "store")
     monkeypatch.setattr(cli, "_run", lambda args, argv: (campaign, specs, store, CampaignResult(0, 0)))
