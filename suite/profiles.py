@@ -25,7 +25,7 @@ from matplotlib.figure import Figure as MplFigure
 from suite.paper_comparison import measured_cells
 from suite.plots import Figure, Result, Skipped
 from suite.statistics import performance_profile, rank_stability
-from suite.tables import METHOD_ORDER, cell_stats, errors_by_cell
+from suite.tables import METHOD_ORDER, cell_stats
 
 TAUS = np.geomspace(1, 100, 201)
 NAME = "performance-profiles"
@@ -94,10 +94,10 @@ def performance_profiles(runs: pd.DataFrame, history: pd.DataFrame, out: Path, s
     return [Figure(NAME, title, caption, files)], []
 
 
-def rank_table(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+def rank_table(errors: dict[str, pd.Series], cells: pd.DataFrame) -> pd.DataFrame:
     """Per (configuration, backend) with all four methods and the paper's four values: the paper's ordering,
-    ours by geometric means, and :func:`suite.statistics.rank_stability` over the seeds that ran all four."""
-    errors = errors_by_cell(runs)
+    ours by geometric means, and :func:`suite.statistics.rank_stability` over the seeds that ran all four
+    (``errors``: :func:`suite.tables.errors_by_cell`)."""
     m = measured_cells(cells)
     rows = []
     for (label, backend), group in m.groupby(["label", "backend"], sort=False):
@@ -141,9 +141,9 @@ def rank_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def rank_section(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
+def rank_section(errors: dict[str, pd.Series], cells: pd.DataFrame) -> str:
     """REPORT.md's "The paper's ordering, seed by seed" section ("" where no configuration has all four)."""
-    lines = rank_lines(rank_table(runs, cells))
+    lines = rank_lines(rank_table(errors, cells))
     return "### The paper's ordering, seed by seed\n\n" + "".join(lines) + "\n" if lines else ""
 
 

@@ -106,9 +106,10 @@ def _figure_lines(figures: Sequence[Figure], skipped: Sequence[Skipped]) -> list
 
 def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequence[Figure], store: Store,
                 skipped: Sequence[Skipped] = (), findings: str | None = None,
-                history: pd.DataFrame | None = None) -> str:
-    """The text of REPORT.md; ``findings`` (markdown, hand-written) goes in as its own section, and
-    ``history`` (the long history of the runs) gives the escape steps of :mod:`suite.escape`."""
+                history: pd.DataFrame | None = None, cells: pd.DataFrame | None = None) -> str:
+    """The text of REPORT.md; ``findings`` (markdown, hand-written) goes in as its own section,
+    ``history`` (the long history of the runs) gives the escape steps of :mod:`suite.escape`, and
+    ``cells`` are the runs' :func:`suite.tables.cell_stats` where the caller has them already."""
     commit = _git("rev-parse", "--short", "HEAD")
     devices = device_names(runs)
     # no clock time here: the same store and commit rebuild this page byte for byte
@@ -131,9 +132,9 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
         parts += [f"## Findings\n\n_Written by hand in `{FINDINGS}` and included as is; every table below is "
                   "rebuilt from the store._\n\n", findings.strip() + "\n\n"]
     if tables:
-        cells = cell_stats(runs)
+        cells = cell_stats(runs) if cells is None else cells
         errors = errors_by_cell(runs)
-        parts += [comparison_section(cells, runs, errors), rank_section(runs, cells), _failure_lines(errors),
+        parts += [comparison_section(cells, runs, errors), rank_section(errors, cells), _failure_lines(errors),
                   ablation_section(cells, errors)]
         if history is not None:
             parts += [escape_section(runs, history)]
@@ -150,10 +151,9 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
     return "".join(parts)
 
 
-def _write_comparisons(runs: pd.DataFrame, out: Path) -> list[Path]:
+def _write_comparisons(runs: pd.DataFrame, cells: pd.DataFrame, out: Path) -> list[Path]:
     """``comparisons.csv`` (method against method) and ``ablations.csv`` (variant against baseline): every
     number of those REPORT.md tables; a file whose table is empty is removed rather than left stale."""
-    cells = cell_stats(runs) if not runs.empty else pd.DataFrame()
     errors = errors_by_cell(runs) if not runs.empty else {}
     frames = {"comparisons.csv": lambda: method_comparisons(measured_cells(cells), errors),
               "ablations.csv": lambda: variants(cells, errors)}
@@ -173,11 +173,13 @@ def build_report(campaign: Campaign, specs: Sequence[RunSpec], store: Store, out
     out = Path(out)
     runs, history = gather(store, specs)
     written = write_tables(out, runs, history)
-    tables = build_tables(runs)
+    cells = cell_stats(runs) if not runs.empty else pd.DataFrame()  # once: tables, comparisons and text share it
+    tables = build_tables(runs, cells=cells)
     written += write_table_files(tables, out)
-    written += _write_comparisons(runs, out)
+    written += _write_comparisons(runs, cells, out)
     figures, skipped = build_figures(runs, history, out / FIGURES_DIR, store.root, (*FIGURES, *FIGURES_ACROSS_CELLS))
     findings = out / FINDINGS
     text = findings.read_text() if findings.is_file() else None
-    (out / "REPORT.md").write_text(report_text(campaign, runs, tables, figures, store, skipped, text, history))
+    (out / "REPORT.md").write_text(report_text(campaign, runs, tables, figures, store, skipped, text, history,
+                                                     cells=cells))
     return [*written, *(path for fig in figures for path in fig.files), out / "REPORT.md"]

@@ -334,11 +334,13 @@ class Table:
     time: pd.DataFrame | None
 
 
-def build_tables(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> list[Table]:
-    """Every table the runs fill: the paper's ones first, then one per other problem."""
+def build_tables(runs: pd.DataFrame, paper: pd.DataFrame | None = None,
+                 cells: pd.DataFrame | None = None) -> list[Table]:
+    """Every table the runs fill: the paper's ones first, then one per other problem (``cells``: the
+    runs' :func:`cell_stats`, where the caller has them already; the bootstrap makes them costly)."""
     if runs.empty:
         return []
-    cells = cell_stats(runs, paper)
+    cells = cell_stats(runs, paper) if cells is None else cells
     known = {spec.problem for spec in TABLES}
     specs = [s for s in TABLES if s.problem in set(cells["problem"])]
     specs += [TableSpec(p, p, f"{p}: {problem_class(p).primary_metric}", ("width", "depth"))
