@@ -315,18 +315,20 @@ def _resumed_manifest(directory: str | os.PathLike, manifest: Mapping[str, Any],
             "first_started": earlier[0].get("started") or manifest.get("started")}
 
 
-def writable_directory(path: str | Path, option: str = "--out") -> Path:
-    """``path`` as a directory that exists and can be written, created where missing; else a one-line
-    UsageError naming ``option``. Checked before anything is trained, so that a results directory that
-    cannot be written never costs a campaign's training."""
+def writable_directory(path: str | Path, option: str = "--out", what: str = "directory") -> Path:
+    """``path`` as a directory that exists and takes a file, created where missing; else a one-line
+    UsageError that calls it ``what`` and names ``option``. The one writability check of gradpath
+    (results directories, and the store's root through :class:`suite.store.Store`): checked before
+    anything is trained, so that a directory that cannot be written never costs a campaign's training."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UsageError(f"{str(path)!r} is a file, not a directory; choose another with {option} DIR")
+        raise UsageError(f"{what} {str(path)!r} is a file, not a directory; choose another with {option} DIR")
+    probe = path / f".probe.{os.getpid()}.{secrets.token_hex(4)}"  # os.access misses read-only mounts
     try:
         path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
-        raise UsageError(f"directory {str(path)!r} cannot be created: {exc.strerror or exc}; "
+        raise UsageError(f"{what} {str(path)!r} is not writable: {exc.strerror or exc}; "
                          f"choose another with {option} DIR") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"directory {str(path)!r} is not writable; choose another with {option} DIR")
     return path

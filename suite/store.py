@@ -50,7 +50,7 @@ from backends.settings import TrainSettings
 from problems.errors import UsageError
 from suite.campaign import RunSpec
 from suite.record import (CONFIG, DONE, HISTORY, MANIFEST, PARAMS, STATUSES, SUMMARY, _finite,
-                          finished_summary_problem, ill_typed_fields)
+                          finished_summary_problem, ill_typed_fields, writable_directory)
 
 try:
     import fcntl
@@ -205,14 +205,8 @@ class Store:
             self._check_writable()
 
     def _check_writable(self) -> None:
-        probe = self.root / f".probe.{os.getpid()}.{secrets.token_hex(4)}"
-        try:
-            (self.root / ".locks").mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise UsageError(f"store {str(self.root)!r} is not writable: {exc.strerror or exc}; "
-                             f"choose another with {self.option} DIR") from None
+        writable_directory(self.root, self.option, "store")
+        (self.root / ".locks").mkdir(exist_ok=True)
 
     def path(self, spec: RunSpec) -> Path:
         return self.root / spec.name
