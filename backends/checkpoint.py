@@ -54,6 +54,9 @@ class Checkpoint:
         lanes: seeds the writing process trained together (None: one seed, not vectorised). A
             seed of a vectorised run goes on vectorised, even alone: the batched kernels may
             round differently from the one-seed ones.
+        compile_route: ``compiled`` or ``eager``, as the writing process ran its steps (None: not
+            known). The run goes on the same way, whatever ``--compile auto`` would choose now:
+            the two routes round differently.
     """
 
     step: int
@@ -70,9 +73,10 @@ class Checkpoint:
     gradients: GradientRecord | None = None
     resumed_at: list[int] = field(default_factory=list)
     lanes: int | None = None
+    compile_route: str | None = None
 
     _META = ("step", "batches", "done", "diverged_at", "seconds", "executed", "chunk_ms", "wall",
-             "compile_seconds", "history", "resumed_at", "lanes")
+             "compile_seconds", "history", "resumed_at", "lanes", "compile_route")
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The checkpoint as named numpy arrays (for ``np.savez``): state, gradients, and the rest as JSON."""
@@ -88,7 +92,7 @@ class Checkpoint:
         """The checkpoint :meth:`arrays` wrote; a CheckpointMismatch for another format."""
         if "format" not in arrays or int(arrays["format"]) != FORMAT:
             raise CheckpointMismatch(f"checkpoint format {arrays.get('format')} is not this gradpath's ({FORMAT})")
-        meta = json.loads(str(arrays["meta"]))
+        meta = json.loads(str(arrays["meta"]))  # a checkpoint from before compile_route lacks it: None
         state = {k.removeprefix("state/"): np.asarray(arrays[k]) for k in arrays if k.startswith("state/")}
         grads = {k.removeprefix("gradients/"): arrays[k] for k in arrays if k.startswith("gradients/")}
         return cls(state=state, gradients=GradientRecord.from_arrays(grads) if grads else None, **meta)

@@ -72,6 +72,10 @@ class Trainer(Protocol):
     def sync(self) -> None:
         """Block until the device has finished all queued work (for honest timings)."""
 
+    # Optional, for trainers that can run a step more than one way (torch: compiled, traced, eager):
+    #   compilation: dict[str, Any]  -- ``route`` taken and ``reason``; the suite puts it in the manifest
+    #   keep_route(route: str) -> None  -- run by this route (a resumed run goes on as its checkpoint ran)
+
 
 class Backend(Protocol):
     """A framework: names its devices and builds trainers."""

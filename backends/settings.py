@@ -26,6 +26,9 @@ def flag(field: str) -> str:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+# auto: compile where the run is long enough to repay the compiler (torch; jax always compiles);
+# True and False, the values before ``auto`` existed, are read as on and off
+COMPILE_CHOICES = ("auto", "on", "off")
 ANNEAL_EVERY = 10  # the authors' code updates the loss weights every 10 steps (spec 3.2)
 
 # Upper bounds on the sizes a run may name: beyond them a run is a typo, not an experiment. What
@@ -43,6 +46,15 @@ UPPER_BOUNDS = {"steps": MAX_STEPS, "lr_decay_steps": MAX_STEPS, "log_every": MA
 # the settings that only some methods use: the annealing options (M2, M4) and the gate form (M3, M4)
 ANNEALING_OPTIONS = ("weighting", "anneal_alpha", "anneal_every")
 GATE_OPTIONS = ("gate",)
+
+
+def compile_choice(value: bool | str) -> str:
+    """``auto``, ``on`` or ``off`` for a compile setting (True is on, False is off); a UsageError otherwise."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in COMPILE_CHOICES:
+        raise UsageError(f"unknown compile choice {value!r}; choose one of: {', '.join(COMPILE_CHOICES)}")
+    return value
 
 
 def unused_options(method: str) -> tuple[str, ...]:
@@ -75,8 +87,11 @@ class TrainSettings:
         adam_eps, adam_form: epsilon and where it enters (``standard`` or ``tf1``).
         dtype, device: float32/float64; auto/cpu/cuda.  seed: fixes weights, normalisation and batches.
         log_every: steps between history rows (and the chunk a compiled call runs).
-        compile: compile the step (torch: torch.compile, else eager; jax always jits). Off is
-            for quick checks and tests: same maths, no compile time, slower steps.
+        compile: ``auto``, ``on`` or ``off`` (True/False: on/off). torch compiles the step with
+            inductor when on, runs it eagerly when off (same maths, no compile time, slower steps),
+            and under auto compiles when the run is long enough to repay it
+            (:mod:`backends.torch.compile_choice`); jax always compiles. The run key records only
+            whether compiling was allowed (auto and on are the same run), the run's manifest the route taken.
 
     ``gate`` applies to M3/M4 and ``weighting``/``anneal_*`` to M2/M4; the other methods refuse a
     value other than the default (it would give the same run a second key).
@@ -100,9 +115,10 @@ class TrainSettings:
     device: str = "auto"
     seed: int = 0
     log_every: int = 100
-    compile: bool = True
+    compile: bool | str = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "compile", compile_choice(self.compile))
         get_method(self.method)
         check_gate(self.gate)
         if self.weighting is not None:
@@ -165,6 +181,8 @@ class TrainSettings:
             raise UsageError(f"--weighting applies to the methods that anneal (M2, M4); {self.method} keeps its "
                              f"loss weights at 1")
         out = dataclasses.asdict(self)
+        # whether the run may compile, as before ``auto`` existed: the keys of stored runs stay what they were
+        out["compile"] = self.compile != "off"
         layers = self.layers_for(problem)
         out.update(width=layers[1], depth=len(layers) - 2, layers=list(layers),
                    weighting=self.weighting_for(problem).name)

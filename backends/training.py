@@ -33,12 +33,15 @@ class TrainResult:
         summary: final error, steps, timings, divergence.
         params: final parameters and loss weights (numpy).
         gradients: per-layer gradient histograms at the gradient records (None when not recorded).
+        compilation: how the backend ran the steps (``route``: compiled or eager, and ``reason``),
+            from its trainer's optional ``compilation`` attribute; the suite puts it in the manifest.
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     params: dict[str, np.ndarray] = field(default_factory=dict)
     gradients: GradientRecord | None = None
+    compilation: dict[str, Any] | None = None
 
 
 def _evaluate_lanes(problem: Problem, trainer: Trainer, state: Any, x: np.ndarray, ref: np.ndarray,
@@ -158,6 +161,12 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
     device = impl.resolve_device(first.device)
     starts = [seed_start(problem, s) for s in settings]
     trainer = impl.trainer(problem, first, device) if lanes is None else impl.trainer(problem, first, device, lanes)
+    route = resume[0].compile_route if resume is not None else None  # the route a checkpoint fixes
+    if route is not None and hasattr(trainer, "keep_route"):
+        # go on as the checkpointed process ran: the routes round differently
+        trainer.keep_route(route)
+    else:
+        route = None
     state = trainer.init(*initial_arrays(starts, lanes))
     can_checkpoint = hasattr(trainer, "snapshot") and hasattr(trainer, "restore")
     if resume is not None:
@@ -247,7 +256,8 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
                     batches=starts[i].batches.bit_generator.state, done=done[i], diverged_at=diverged_at[i],
                     seconds=seconds, executed=executed, chunk_ms=list(chunk_ms), wall=wall,
                     compile_seconds=compile_seconds, history=[dict(row) for row in results[i].history],
-                    gradients=results[i].gradients, resumed_at=list(resumed_at), lanes=lanes))
+                    gradients=results[i].gradients, resumed_at=list(resumed_at), lanes=lanes,
+                    compile_route=_compilation(trainer, route).get("route")))
             last_checkpoint = time.perf_counter()
 
     exported = trainer.export(state)
@@ -274,7 +284,16 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
             "device": device,
             "device_name": impl.device_name(device),
         }
+        result.compilation = _compilation(trainer, route) or None
     return results
+
+
+def _compilation(trainer: Trainer, resumed_route: str | None) -> dict[str, Any]:
+    """The trainer's ``compilation`` (empty if it has none), saying so where a checkpoint chose the route."""
+    about = dict(getattr(trainer, "compilation", None) or {})
+    if about and resumed_route is not None:
+        about["reason"] = f"{resumed_route}, as the process before the checkpoint ran"
+    return about
 
 
 def _restored(trainer: Trainer, fresh: Any, resume: Sequence[Checkpoint], settings: TrainSettings,

@@ -28,7 +28,8 @@ def measure(backend: str, method: str, width: int, depth: int, lanes: int, steps
     from backends.training import train_seeds
     from problems import get_problem
 
-    settings = [TrainSettings(method=method, seed=s, steps=steps, log_every=min(100, steps), width=width, depth=depth)
+    settings = [TrainSettings(method=method, seed=s, steps=steps, log_every=min(100, steps), width=width, depth=depth,
+                              compile="on")
                 for s in range(lanes)]
     summary = train_seeds(get_problem("helmholtz"), settings, backend)[0].summary
     return {"backend": backend, "method": method, "width": width, "depth": depth, "lanes": lanes,

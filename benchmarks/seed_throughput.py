@@ -34,7 +34,8 @@ def _child(mode: str, backend: str, method: str, seeds: int, steps: int, device:
     from problems import get_problem
 
     problem = get_problem("helmholtz")
-    settings = [TrainSettings(method=method, seed=s, steps=steps, log_every=min(500, steps), device=device)
+    settings = [TrainSettings(method=method, seed=s, steps=steps, log_every=min(500, steps), device=device,
+                              compile="on")
                 for s in range(seeds)]
     t0 = time.perf_counter()
     if mode == "vectorised":

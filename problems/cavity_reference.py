@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from scipy.interpolate import RectBivariateSpline
 from scipy.sparse.linalg import splu
 
+from problems.cache import user_cache_dir
 from problems.errors import UsageError
 
 SOLVER_VERSION = "cavity-psi-omega-woods-newton/1"
@@ -247,8 +248,8 @@ def solve_cavity(re: float, n: int, *, tol: float = TOL, max_steps: int = MAX_ST
 
 
 def cache_dir() -> Path:
-    """Where reference solutions are cached: ``$GRADPATH_CACHE``, else ``~/.cache/gradpath``."""
-    return Path(os.environ.get("GRADPATH_CACHE") or Path.home() / ".cache" / "gradpath")
+    """Where reference solutions are cached: gradpath's user cache folder (:mod:`problems.cache`)."""
+    return user_cache_dir()
 
 
 def _cache_key(re: float, n: int) -> tuple[str, Path]:

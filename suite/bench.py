@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from problems.errors import UsageError
+from suite.record import writable_directory
 from suite.bench_report import DEEPXDE_FRAMEWORK, DEEPXDE_GOAL, TARGET_PROBLEM, markdown, ratios, targets, write_report
 
 
@@ -68,7 +69,9 @@ def measure(config: Config) -> dict[str, Any]:
     impl = get_backend(config.backend)  # imports the framework: not part of the memory delta
     device = impl.resolve_device(config.device)
     rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    settings = TrainSettings(method=config.method, steps=config.steps, log_every=config.log_every, device=device)
+    # the compiled step, whatever --compile auto would choose for a run this long: the table compares steps
+    settings = TrainSettings(method=config.method, steps=config.steps, log_every=config.log_every, device=device,
+                             compile="on")
     result = train(get_problem(config.problem), settings, config.backend)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # per-chunk ms/step from the history's cumulative training seconds (compile and evaluation excluded)
@@ -213,6 +216,10 @@ def add_bench_command(commands: argparse._SubParsersAction, positive_int) -> Non
     sub.add_argument("--out", default="results/perf", metavar="DIR", help="where the report goes (default: results/perf)")
     sub.add_argument("--deepxde", action=argparse.BooleanOptionalAction, default=None,
                      help="time DeepXDE on the same Helmholtz setup (default: when DeepXDE is installed)")
+    sub.add_argument("--time-to-first-result", action="store_true",
+                     help="instead: time whole `gradpath run` processes, start to first history row and to end, "
+                          "per backend and --compile choice, on empty and on warm compilation caches "
+                          "(default method: M4); writes ttfr.md and ttfr.json to --out")
 
 
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -229,6 +236,8 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise unknown_choice("device", args.device, DEVICES)
     for b in backends:  # not installed, or --device cuda without a GPU: a usage error before any run
         get_backend(b).resolve_device(args.device)
+    if args.time_to_first_result:
+        return _cmd_ttfr(args, problems, _choices(args.method, ["M4"], list(METHODS), "method"), backends)
     deepxde = deepxde_available() if args.deepxde is None else args.deepxde
     if deepxde and not deepxde_available():
         raise UsageError("--deepxde: DeepXDE is not installed; install it with: pip install 'gradpath[deepxde]'")
@@ -237,6 +246,24 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     files = write_report(report, Path(args.out))
     print(markdown(report))
     print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _cmd_ttfr(args: argparse.Namespace, problems: list[str], methods: list[str], backends: list[str]) -> int:
+    from suite.bench_ttfr import markdown as ttfr_markdown
+    from suite.bench_ttfr import time_to_first_result
+
+    if args.device != "auto" or args.repeats != 1 or args.deepxde:
+        raise UsageError("--time-to-first-result times one fresh process per row on the default device; "
+                         "drop --device, --repeats and --deepxde")
+    reports = [time_to_first_result(p, m, backends, steps=args.steps, log_every=args.log_every)
+               for p in problems for m in methods]
+    out = writable_directory(args.out)
+    text = "\n".join(ttfr_markdown(r) for r in reports)
+    (out / "ttfr.md").write_text(text)
+    (out / "ttfr.json").write_text(json.dumps({"machine": _machine(), "reports": reports}, indent=2) + "\n")
+    print(text)
+    print(f"wrote {out / 'ttfr.md'}, {out / 'ttfr.json'}")
     return 0
 
 

@@ -22,11 +22,12 @@ from typing import Any
 
 from backends import get_backend, training
 from backends.checkpoint import Checkpoint, CheckpointMismatch
-from backends.settings import TrainSettings
+from backends.settings import COMPILE_CHOICES, TrainSettings
 from backends.training import TrainResult
 from problems import Problem, get_problem
 from problems.errors import UsageError
 from suite.bench import add_bench_command
+from suite.cache_command import add_cache_command
 from suite.campaign import RunSpec, expand, load_campaign
 from suite.execute import CHECKPOINT_EVERY, DEFAULT_LANES, CampaignResult, run_campaign
 from suite.executors import EXECUTORS, make_executor
@@ -136,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         if DEFAULTS[name] is not None:
             text += f" (default: {DEFAULTS[name]})"
         run.add_argument(*flags, dest=name, type=kind, metavar=metavar, help=text, default=argparse.SUPPRESS)
-    run.add_argument("--no-compile", dest="compile", action="store_false", default=argparse.SUPPRESS,
-                     help="run the torch step eagerly (same maths, no compile time; jax always compiles)")
+    run.add_argument("--compile", dest="compile", choices=COMPILE_CHOICES, default=argparse.SUPPRESS,
+                     help="torch: compile the step with inductor (on), run it eagerly (off: same maths, no "
+                          "compile time, slower steps), or compile when the run is long enough to repay it "
+                          "(auto); jax always compiles (default: auto)")
+    run.add_argument("--no-compile", dest="compile", action="store_const", const="off", default=argparse.SUPPRESS,
+                     help="the same as --compile off")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="a problem parameter, e.g. --param a2=1 (repeatable)")
     run.add_argument("--form", metavar="NAME", help="cavity formulation: psi-p (default) or u-v-p; "
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_command(commands, _finite_float)
     add_diagnose_command(commands)
     add_bench_command(commands, _positive_int)
+    add_cache_command(commands)
     commands.metavar = "{" + ",".join(commands.choices) + "}"  # the usage line lists every command
     return parser
 

@@ -239,15 +239,20 @@ class RunRecord:
             record.history.append(row)
         return record
 
-    def finish(self, status: str, summary: Mapping[str, Any], params: Mapping[str, np.ndarray] | None = None) -> None:
+    def finish(self, status: str, summary: Mapping[str, Any], params: Mapping[str, np.ndarray] | None = None,
+               compilation: Mapping[str, Any] | None = None) -> None:
         """Close the history and flush it to disk, save ``params`` (if given) and write the summary with ``status``.
 
-        The summary comes last: it must never announce history rows that a crash could still lose.
+        ``compilation`` (how the backend ran the steps, :attr:`backends.training.TrainResult.compilation`)
+        joins the manifest. The summary comes last: it must never announce history rows that a crash could still lose.
         """
         self.history.close()
         _fsync(self.path / HISTORY)
         if params is not None:
             replace_atomically(self.path / PARAMS, lambda f: np.savez(f, **params))
+        if compilation:
+            about = json.loads((self.path / MANIFEST).read_text())
+            write_json(self.path / MANIFEST, {**about, "compilation": dict(compilation)})
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.path / SUMMARY, {**summary, "finished": finished, "status": status})
         if status in DONE:

@@ -96,7 +96,7 @@ class Recording:
             if result.gradients is not None and result.gradients.steps:
                 save_gradients(record.path, result.gradients)
             status = "diverged" if result.summary["diverged"] else "complete"
-            record.finish(status, result.summary, result.params)
+            record.finish(status, result.summary, result.params, result.compilation)
             statuses.append(status)
         return statuses
 

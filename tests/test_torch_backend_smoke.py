@@ -18,8 +18,10 @@ from problems.errors import UsageError
 
 torch = pytest.importorskip("torch")
 trainer_module = pytest.importorskip("backends.torch.trainer")
+packages = pytest.importorskip("backends.torch.packages")
 
-TINY = TrainSettings(method="M2", width=8, depth=1, batch_size=16, dtype="float64", steps=12, log_every=12)
+TINY = TrainSettings(method="M2", width=8, depth=1, batch_size=16, dtype="float64", steps=12, log_every=12,
+                     compile="on")
 
 
 def start(settings=TINY, problem_name="poisson1d"):
@@ -60,19 +62,31 @@ def test_warmup_compiles_everything_and_changes_no_state():
     assert out.weights[0, 1] != 1.0 and out.weights[1, 1] == out.weights[0, 1]  # lambda moves at step 0 only
 
 
-def test_compile_failure_falls_back_to_eager_with_the_same_results(monkeypatch):
+def test_compiled_graphs_load_again_untraced_and_a_failed_compile_falls_back_to_eager(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADPATH_CACHE", str(tmp_path))  # no compiled package to load: this run must build one
     trainer, state, batches = start()
+    assert trainer.compilation["cache"] == "cold"
     compiled_state, compiled_out = trainer.train(state, batches, 0)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(trainer_module, "make_fx", broken)
+    monkeypatch.setattr(packages, "make_fx", broken)
+    again, _, _ = start()  # the same configuration: its packages load, nothing is traced or compiled
+    assert again.compilation["cache"] == "warm"
+    _, again_out = again.train(state, batches, 0)
+    assert again._loaded == 2  # step and anneal
+    np.testing.assert_array_equal(again_out.losses, compiled_out.losses)
+    np.testing.assert_array_equal(again_out.weights, compiled_out.weights)
+
+    monkeypatch.setenv("GRADPATH_CACHE", str(tmp_path / "empty"))
     eager, _, _ = start()
     with pytest.warns(RuntimeWarning, match="running it eagerly") as record:
         eager_state, eager_out = eager.train(state, batches, 0)
     fallbacks = [w for w in record if "running it eagerly" in str(w.message)]
-    assert len(fallbacks) == 2  # once per graph (step, anneal), not once per step
+    assert len(fallbacks) == 1  # once: the first failure puts the whole run on the eager route
+    assert eager.compilation["route"] == "eager" and "compiling failed (RuntimeError)" in eager.compilation["reason"]
     np.testing.assert_allclose(eager_out.losses, compiled_out.losses, rtol=1e-12)
     np.testing.assert_allclose(eager_out.weights, compiled_out.weights, rtol=1e-12)
     for k, v in compiled_state["params"].items():

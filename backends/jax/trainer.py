@@ -14,6 +14,7 @@ predicate would turn it into a select that computes the per-term Jacobian at eve
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +93,11 @@ class JaxTrainer:
         self._chunk_jit = jax.jit(self._chunk)
         self._predict_jit = jax.jit(self._predict, static_argnums=(2,))
         self._gradients_jit = jax.jit(self._lane_gradients)
+
+    @property
+    def compilation(self) -> dict[str, Any]:
+        """How this trainer runs its steps, for the run's manifest: always one compiled XLA program."""
+        return {"route": "compiled", "reason": "jax always compiles (jax.jit)", "cache": None, "ledger_key": None}
 
     # -- pure functions --------------------------------------------------------------------------
     def _losses(self, params, batch, norm):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from backends.compile_cache import enable_inductor_cache
 from backends.torch.trainer import TorchBackend
 
 
 def backend() -> TorchBackend:
-    """The entry point the backend registry calls."""
+    """The entry point the backend registry calls; turns on the persistent compilation cache
+    (backends.compile_cache) before anything compiles."""
+    enable_inductor_cache()
     return TorchBackend()

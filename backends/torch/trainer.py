@@ -1,4 +1,4 @@
-"""PyTorch trainer: sampling is done by numpy outside; each step runs as one compiled graph.
+"""PyTorch trainer: sampling is done by numpy outside; each step runs as one graph, compiled or not.
 
 Per step: forward-mode jets for the input derivatives (backends.jets), one reverse pass for the
 parameter gradient of sum_i lambda_i L_i, Adam (backends.adam), and every ``anneal_every`` steps,
@@ -6,12 +6,16 @@ after the update and on the same batch, the per-term gradients at the new parame
 annealing rule (backends.weighting), as the authors' code does (spec 3.2.5).
 
 Note:
-    The step is traced with ``make_fx`` and the resulting graph is compiled with ``torch.compile``
-    (inductor), rather than ``torch.compile`` of the Python step itself: dynamo refuses to trace
-    the trace-time numpy in the shared jets code (``np.poly1d`` in ``_tanh_polynomials``), while
-    ``make_fx`` runs the Python as Python and records only tensor operations, ``torch.func``
-    gradients included, as one flat graph without double backward. Whatever fails to compile
-    runs eagerly instead, after one warning.
+    The step is traced with ``make_fx``, rather than given to ``torch.compile`` as Python: dynamo
+    refuses to trace the trace-time numpy in the shared jets code (``np.poly1d`` in
+    ``_tanh_polynomials``), while ``make_fx`` runs the Python as Python and records only tensor
+    operations, ``torch.func`` gradients included, as one flat graph without double backward.
+    The run's plan (:mod:`backends.torch.compile_choice`, ``--compile``) then takes one of three
+    routes: ``compiled`` (the graph compiled by inductor), ``traced`` (the graph run by
+    TorchScript's interpreter: the operations of the eager step without Python and functorch in
+    between, 2.8x faster here, no compiler; equal to eager to rounding, not bit for bit) or
+    ``eager`` (the Python step, for runs too short to repay tracing). Whatever fails to trace or
+    compile runs eagerly instead, after one warning.
 
     With ``lanes=n`` the trainer trains n seeds at once: every state leaf but the step count gets
     a leading seed axis and ``torch.func.vmap`` batches the per-seed step, the annealing update,
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import os
 import time
 import warnings
 from collections.abc import Callable, Hashable, Iterator
@@ -30,6 +36,7 @@ from typing import Any
 import array_api_compat.torch as xp
 import numpy as np
 import torch
+import torch.utils._pytree as pytree
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from backends.adam import adam_update, learning_rate
@@ -38,10 +45,12 @@ from backends.devices import cpu_name
 from backends.losses import derivatives, term_loss, term_losses
 from backends.protocol import ChunkOutput
 from backends.settings import TrainSettings
+from backends.torch import compile_choice, packages
 from problems.core import Problem
 from problems.errors import UsageError
 
 _EAGER = object()  # marks a graph that failed to compile and runs eagerly from then on
+_TIMED_CHUNKS = 5  # full chunks timed for the compile ledger
 
 
 @contextlib.contextmanager
@@ -61,6 +70,36 @@ def _compute_settings(threads: int | None) -> Iterator[None]:
         torch.set_float32_matmul_precision(precision)
         if threads is not None and threads != n:
             torch.set_num_threads(n)
+
+
+def _interpreted(graph: Callable, args: tuple) -> Callable:
+    """``graph`` (a make_fx graph) run by TorchScript's graph interpreter rather than by Python.
+
+    The graph holds about a thousand small aten operations a step; calling them from its generated
+    Python code costs about 1.5 us each on top of the operation itself, the interpreter less (1.4x
+    faster a step here, with identical outputs). No fuser is involved (the CPU wheels have no LLVM),
+    so nothing is compiled. Where TorchScript cannot take the graph, the graph runs as it is.
+    """
+    flat, in_spec = pytree.tree_flatten(args)
+    _, out_spec = pytree.tree_flatten(graph(*args))
+
+    class Flat(torch.nn.Module):  # TorchScript traces tensors in and out, not dicts of them
+        def forward(self, *leaves):
+            return tuple(pytree.tree_leaves(graph(*pytree.tree_unflatten(list(leaves), in_spec))))
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice, and its tracer's advice
+            scripted = torch.jit.trace(Flat(), tuple(flat), check_trace=False)
+    except Exception:  # noqa: BLE001 - the graph itself computes the same step
+        return graph
+
+    def run(*a):
+        with torch.no_grad():
+            out = scripted(*pytree.tree_leaves(a))
+        return pytree.tree_unflatten(list(out), out_spec)
+
+    return run
 
 
 class TorchBackend:
@@ -113,6 +152,22 @@ class TorchTrainer:
         self.n_terms = len(problem.terms())
         self.lanes = lanes
         self._compiled: dict[Hashable, Any] = {}  # a compiled graph (or _EAGER) per function and input shapes
+        self.plan = compile_choice.plan(problem, settings, device, lanes)
+        self._timed: list[float] = []  # ms per step of full chunks, for the ledger (compile_choice)
+        self._loaded = 0  # graphs loaded from compiled packages rather than compiled here
+        self._chunk_steps = min(settings.log_every, settings.steps)
+
+    def keep_route(self, route: str) -> None:
+        """Run the steps by ``route`` (compiled, traced or eager) whatever the plan said: a resumed run
+        goes on as its checkpointed process ran, since the routes round differently."""
+        if route not in compile_choice.ROUTES:
+            raise ValueError(f"unknown route {route!r}; choose one of: {', '.join(compile_choice.ROUTES)}")
+        self.plan = dataclasses.replace(self.plan, route=route)
+
+    @property
+    def compilation(self) -> dict[str, Any]:
+        """How this trainer runs its steps (``route``: compiled or eager) and why, for the run's manifest."""
+        return self.plan.as_dict()
 
     # -- pure functions --------------------------------------------------------------------------
     def _losses(self, params, batch, norm):
@@ -183,30 +238,47 @@ class TorchTrainer:
 
     # -- compilation -----------------------------------------------------------------------------
     def _run(self, key: Hashable, fn: Callable, *args: Any) -> Any:
-        """``fn(*args)`` through its compiled graph for ``key`` (compiled on first use), else eagerly.
+        """``fn(*args)`` by the plan's route: through the graph for ``key`` (traced, and compiled on the
+        compiled route, on first use), or eagerly.
 
         ``key`` must name everything the graph is specialised on besides the trainer itself:
         the Python-level choices in ``fn`` and the input shapes, since make_fx bakes both in.
         """
-        compiled = self._compiled.get(key) if self.settings.compile else _EAGER
-        if compiled is not _EAGER:
-            try:
-                if compiled is None:
-                    with warnings.catch_warnings():
-                        # inductor's own deprecation notices are not the user's business, and
-                        # under -W error they would make every compile fall back to eager
-                        warnings.simplefilter("ignore", DeprecationWarning)
-                        warnings.simplefilter("ignore", FutureWarning)
+        route = self.plan.route
+        if route == "traced" and key[0] == "predict":
+            route = "eager"  # a few calls on large arrays: Python's overhead is small there, tracing is not
+        graph = self._compiled.get(key)
+        if route == "eager" or graph is _EAGER:
+            return fn(*args)
+        try:
+            if graph is None:
+                with warnings.catch_warnings():
+                    # inductor's own deprecation notices are not the user's business, and
+                    # under -W error they would make every compile fall back to eager
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    warnings.simplefilter("ignore", FutureWarning)
+                    if route == "compiled" and packages.available():
+                        # an AOTInductor package: loaded without tracing when a run of this
+                        # configuration compiled it before
+                        graph, loaded = packages.compiled(packages.package_path(self.plan.key, key, args), fn, args)
+                        self._loaded += loaded
+                    else:
                         # through a lambda: make_fx counts a bound method's ``self`` as an argument
                         graph = make_fx(lambda *a: fn(*a))(*args)
-                        compiled = self._compiled[key] = torch.compile(graph, fullgraph=True, dynamic=False)
-                        return compiled(*args)  # inductor compiles on the first call
-                return compiled(*args)
-            except Exception as exc:  # never fail a run for the compiler: the eager step is the same maths
-                why = " ".join(str(exc).split())[:300]  # inductor errors span many lines
-                warnings.warn(f"torch backend: compiling {key[0]!r} failed ({type(exc).__name__}: {why}); "
-                              "running it eagerly (slower, same results)", RuntimeWarning, stacklevel=3)
-                self._compiled[key] = _EAGER
+                        graph = torch.compile(graph, fullgraph=True, dynamic=False) if route == "compiled" \
+                            else _interpreted(graph, args)
+                    self._compiled[key] = graph
+                    return graph(*args)  # torch.compile compiles on the first call
+            return graph(*args)
+        except Exception as exc:  # never fail a run for the compiler: the eager step is the same maths
+            why = " ".join(str(exc).split())[:300]  # inductor errors span many lines
+            doing = "compiling" if route == "compiled" else "tracing"
+            warnings.warn(f"torch backend: {doing} {key[0]!r} failed ({type(exc).__name__}: {why}); "
+                          "running it eagerly (slower, same results)", RuntimeWarning, stacklevel=3)
+            self._compiled[key] = _EAGER
+            if key[0] != "predict":  # the steps themselves run eagerly now: say so in the manifest
+                self.plan = dataclasses.replace(self.plan, route="eager",
+                                                reason=f"{doing} failed ({type(exc).__name__}); {self.plan.reason}")
         return fn(*args)
 
     # -- protocol --------------------------------------------------------------------------------
@@ -235,12 +307,27 @@ class TorchTrainer:
             x = self.problem.test_grid()
             self.predict(state, x, self.problem.solution_needs)
         self.sync()
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        # what tracing or compiling (from these caches) cost, for the next run's choice (compile_choice)
+        if self.plan.route == "compiled":
+            warm = self._loaded > 0 or self.plan.cache == "warm"
+            compile_choice.record(self.plan.key, **{f"{'warm' if warm else 'cold'}_compile_s": seconds,
+                                                    "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")})
+        elif self.plan.route == "traced":
+            compile_choice.record(self.plan.key, trace_s=seconds)
+        return seconds
 
     def train(self, state, batches, first_step):
+        t0 = time.perf_counter()
         with _compute_settings(self.threads):
             state, losses, weights = self._chunk(state, [self._put(b) for b in batches])
-        return state, ChunkOutput(losses.cpu().numpy(), weights.cpu().numpy())
+        out = ChunkOutput(losses.cpu().numpy(), weights.cpu().numpy())  # waits for the device
+        steps = batches[0].shape[0 if self.lanes is None else 1]
+        if steps == self._chunk_steps and len(self._timed) < _TIMED_CHUNKS:
+            # the median of the first few full chunks, written as they come (a short run has few)
+            self._timed.append(1e3 * (time.perf_counter() - t0) / steps)
+            compile_choice.record(self.plan.key, **{f"{self.plan.route}_ms": float(np.median(self._timed))})
+        return state, out
 
     def predict(self, state, x, keys):
         x, keys = self._put(x), tuple(keys)
