@@ -7,7 +7,7 @@ run filled, and reports:
 
 - the compiled route's warm-up split into make_fx tracing, ``torch.export``, and inductor's own
   stages as ``torch._dynamo.utils.compile_times`` counts them (graph passes, lowering, Python code
-  generation of the C++ kernels, compiling them, the wait for its worker processes);
+  generation of the C++ kernels, compiling them);
 - warm-up seconds from warm caches (the AOTInductor packages loaded; nothing traced);
 - ms per step of each route, and the traced route's warm-up (make_fx and TorchScript).
 
@@ -32,9 +32,7 @@ STAGES = {"graph passes": ("_recursive_pre_grad_passes", "_recursive_joint_graph
                            "_recursive_post_grad_passes"),
           "lowering": ("GraphLowering.run",),
           "kernel code generation": ("GraphLowering.codegen",),
-          "C++ compile (all workers)": ("compile_file",),
-          "waiting for the compile workers": ("async_compile.wait",),
-          "loading the compiled module": ("PyCodeCache.load_by_key_path",)}
+          "C++ compile": ("compile_file",)}
 
 
 def _child(problem: str, method: str, params: dict, compile_: str, steps: int, route: str | None) -> dict:
@@ -109,8 +107,8 @@ def markdown(rows: list[dict], steps: int) -> str:
             lines.append(f"| {row['label']} | {name} | {r['warmup_s']:.2f} | {r['make_fx']:.1f} | {r['export']:.1f} | "
                          f"{r['aoti_compile_and_package']:.1f} | {r['ms_per_step']:.2f} |")
     lines += ["", "Inductor's stages in the cold compile (seconds, as `torch._dynamo.utils.compile_times` counts "
-              "them; code generation includes the lowering's scheduling, the C++ compile is summed over its "
-              "worker processes):", "", "| configuration | " + " | ".join(STAGES) + " |",
+              "them, summed over the step, annealing and prediction graphs; AOTInductor compiles each graph's "
+              "kernels and runner as one C++ file, in one compiler process):", "", "| configuration | " + " | ".join(STAGES) + " |",
               "| --- |" + " --- |" * len(STAGES)]
     for row in rows:
         stages = row["runs"]["compiled, empty caches"]["stages"]

@@ -33,14 +33,14 @@ from backends.settings import TrainSettings
 from backends.torch import packages
 from problems.core import Problem
 
-# Ratios measured on the 2-core CPU of the development machine (torch 2.13, Helmholtz M4, 2,000
-# steps, quiet; `gradpath bench --time-to-first-result`, results/perf/ttfr.md), in units of the
-# eager step's milliseconds (9.5 ms there): seconds to trace the graphs (warm-up included) and to
-# compile them from empty and from warm inductor caches, per eager ms/step; and how many times
-# faster than eager a traced and a compiled step run (3.4 and 1.6 ms). The ledger replaces each
-# with this machine's median over the configurations it has measured.
-DEFAULTS = {"trace_s": 0.29, "cold_compile_s": 4.3, "warm_compile_s": 0.8, "traced_speedup": 2.8,
-            "compiled_speedup": 6.0}
+# Ratios measured on the 2-core CPU of the development machine (torch 2.13, Helmholtz M4, quiet;
+# benchmarks/compile_breakdown.py, results/perf/compile-breakdown), in units of the eager step's
+# milliseconds (10.2 ms there): seconds of warm-up for the traced route (make_fx and TorchScript)
+# and for the compiled one from empty caches (tracing, export, inductor: 38.6 s) and from warm ones
+# (loading its packages: 0.02 s), per eager ms/step; and how many times faster than eager a traced
+# and a compiled step run (3.5 and 1.4 ms). The ledger replaces each with this machine's median.
+DEFAULTS = {"trace_s": 0.19, "cold_compile_s": 3.8, "warm_compile_s": 0.005, "traced_speedup": 2.9,
+            "compiled_speedup": 7.0}
 ROUTES = ("compiled", "traced", "eager")
 # settings that do not change the compiled graphs (the step count and logging only change how often
 # they run, the seed only the numbers that flow through them); every other one may be a constant in them

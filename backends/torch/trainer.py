@@ -340,8 +340,25 @@ class TorchTrainer:
         # eager on purpose: called once per comparison, where compiling would cost seconds for milliseconds
         batch = [self._put(b) for b in batch]
         with _compute_settings(self.threads):
-            losses, grads = self._lanewise(self._term_gradients, 0)(state["params"], batch, state["norm"])
+            if self.lanes is None:  # plain autograd: functorch's first use imports dynamo, a second
+                losses, grads = self._autograd_term_gradients(state["params"], batch, state["norm"])
+            else:
+                losses, grads = self._lanewise(self._term_gradients, 0)(state["params"], batch, state["norm"])
         return losses.cpu().numpy(), [{k: v.cpu().numpy() for k, v in g.items()} for g in grads]
+
+    def _autograd_term_gradients(self, params, batch, norm):
+        """:meth:`_term_gradients` by ``torch.autograd.grad`` (the same sums, outside functorch)."""
+        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+        losses, grads = [], []
+        with torch.enable_grad():
+            for i in range(len(batch)):
+                loss = term_loss(xp, self.problem, i, leaves, batch[i], norm["mu"], norm["sigma"], net=self.net,
+                                 gate=self.gate)
+                # a term may not depend on every parameter (u_xx not on the output bias): zeros, as functorch
+                grads.append(dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()), allow_unused=True,
+                                                                  materialize_grads=True))))
+                losses.append(loss.detach())
+        return torch.stack(losses), grads
 
     def export(self, state):
         out = {k: v.cpu().numpy() for k, v in state["params"].items()}
