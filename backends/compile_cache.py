@@ -6,9 +6,11 @@ turned on by default for every gradpath run, campaign job and test, in gradpath'
 folder (:func:`problems.cache.user_cache_dir`): ``compile/jax`` and ``compile/torch``.
 ``gradpath cache`` shows them and ``gradpath cache clear`` empties them.
 
+Compiled torch steps are also kept there as AOTInductor packages (:mod:`backends.torch.packages`).
 A cache location the user chose (``JAX_COMPILATION_CACHE_DIR``, ``TORCHINDUCTOR_CACHE_DIR``) is
 kept; ``GRADPATH_COMPILE_CACHE=0`` leaves the frameworks' own defaults alone (JAX: no persistent
-cache; inductor: a per-user folder in the system's temporary directory).
+cache; inductor: a per-user folder in the system's temporary directory) and keeps no packages
+(torch then compiles with ``torch.compile`` in every run).
 """
 
 from __future__ import annotations

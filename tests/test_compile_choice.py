@@ -199,3 +199,25 @@ def test_compiled_seeds_trained_together_match_their_eager_runs():
         for a, b in zip(compiled.history, eager.history):
             np.testing.assert_allclose(a["loss_residual"], b["loss_residual"], rtol=1e-4)
         np.testing.assert_allclose(compiled.params["W0"], eager.params["W0"], rtol=1e-4, atol=1e-6)
+
+
+@needs_torch
+def test_turning_the_caches_off_keeps_no_compiled_packages(monkeypatch):
+    from backends.torch import packages
+
+    assert packages.available()
+    monkeypatch.setenv("GRADPATH_COMPILE_CACHE", "0")
+    assert not packages.available()  # torch.compile in every run, nothing kept by gradpath
+
+
+@needs_torch
+def test_without_packages_the_compiled_route_is_torch_compile_and_matches_eager(monkeypatch):
+    monkeypatch.setenv("GRADPATH_COMPILE_CACHE", "0")
+    problem = get_problem("poisson1d")
+    common = dict(method="M1", width=6, depth=1, batch_size=8, dtype="float64", steps=20, log_every=10)
+    compiled = train(problem, TrainSettings(**common, compile="on"), "torch")
+    eager = train(problem, TrainSettings(**common, compile="off"), "torch")
+    assert compiled.compilation["route"] == "compiled"
+    np.testing.assert_allclose(compiled.params["W0"], eager.params["W0"], rtol=1e-10)
+    np.testing.assert_allclose([r["loss_residual"] for r in compiled.history],
+                               [r["loss_residual"] for r in eager.history], rtol=1e-10)

@@ -22,14 +22,15 @@ import torch
 import torch.utils._pytree as pytree
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from backends.compile_cache import compile_cache_dir
+from backends.compile_cache import compile_cache_dir, enabled
 
 
 def available() -> bool:
-    """Whether this torch can build and load AOTInductor packages (torch 2.6 and later)."""
+    """Whether compiled steps are kept as packages: this torch can load them (2.6 and later) and the
+    compilation caches are not turned off (``GRADPATH_COMPILE_CACHE=0``: then torch.compile as is)."""
     # the loader only: building one imports torch._inductor, which imports dynamo (a second of a
     # warm start), and a torch without aoti_compile_and_package fails there and compiles otherwise
-    return hasattr(torch._C, "_aoti") and hasattr(torch._C._aoti, "AOTIModelPackageLoader")
+    return enabled() and hasattr(torch._C, "_aoti") and hasattr(torch._C._aoti, "AOTIModelPackageLoader")
 
 
 def package_path(configuration: str, key: Hashable, args: tuple) -> Path:
