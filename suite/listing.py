@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from backends import backend_status
 from backends.adam import ADAM_FORMS
 from backends.methods import GATES, METHODS
-from backends.settings import TrainSettings
+from backends.settings import COMPILE_CHOICES, TrainSettings
 from backends.weighting import WEIGHTINGS
 from problems import UsageError, problem_class, problem_sources
 from problems.errors import plugin_failed
@@ -19,6 +19,13 @@ ADAM_DESCRIPTIONS = {
     "tf1": "TensorFlow 1's 'epsilon hat': eps added to sqrt(v), bias correction in the step size (authors' code)",
 }
 
+
+# what each --compile choice does (backends.torch.compile_choice), for `gradpath list`
+COMPILE_DESCRIPTIONS = {
+    "auto": "the route expected to finish the run first: eager, traced or compiled (default)",
+    "on": "compiled by inductor, kept as a package in gradpath's cache and loaded by later runs",
+    "off": "never compiled: the traced graph run by TorchScript, or the Python step for very short runs",
+}
 
 def _table(rows: Iterable[tuple[str, ...]]) -> list[str]:
     """Rows aligned in columns, indented by two spaces."""
@@ -55,6 +62,8 @@ def listing() -> str:
         (f"gate forms (--gate, M3/M4; default {defaults.gate}):", list(GATES.items())),
         (f"adam forms (--adam-form; default {defaults.adam_form}):",
          [(f, ADAM_DESCRIPTIONS.get(f, "")) for f in ADAM_FORMS]),
+        (f"compile choices (--compile, torch; jax always compiles; default {defaults.compile}):",
+         [(c, COMPILE_DESCRIPTIONS[c]) for c in COMPILE_CHOICES]),
     ]
     lines: list[str] = []
     for title, rows in sections:
