@@ -336,9 +336,10 @@ def _run_locked(args: argparse.Namespace, problem: Problem, settings: TrainSetti
         print(f"gradpath: error: run diverged at step {summary['diverged_at_step']}: "
               f"{_non_finite_loss(result.history[-1])}; recorded in {record.path / SUMMARY}", file=sys.stderr)
         return EXIT_FAILED
+    route = (result.compilation or {}).get("route")
     print(f"{args.problem} {settings.method} {args.backend} seed {settings.seed}: {summary['metric']} "
-          f"{summary['error']:.3e} after {summary['steps']} steps, {summary['ms_per_step']:.3g} ms/step, "
-          f"compile {summary['compile_seconds']:.1f} s; record in {record.path}")
+          f"{summary['error']:.3e} after {summary['steps']} steps, {summary['ms_per_step']:.3g} ms/step"
+          f"{f' ({route})' if route else ''}, compile {summary['compile_seconds']:.1f} s; record in {record.path}")
     return 0
 
 
