@@ -29,7 +29,7 @@ from problems.errors import UsageError
 # the one state entry a multi-seed trainer shares between its seeds (backends.protocol.Trainer)
 SHARED = ("count",)
 # bump when the layout changes: an older checkpoint is then refused, and the run starts afresh
-FORMAT = 1
+FORMAT = 2  # 2: compile_route (a run resumed from a format-1 checkpoint could change route)
 
 
 class CheckpointMismatch(UsageError):
@@ -54,9 +54,9 @@ class Checkpoint:
         lanes: seeds the writing process trained together (None: one seed, not vectorised). A
             seed of a vectorised run goes on vectorised, even alone: the batched kernels may
             round differently from the one-seed ones.
-        compile_route: ``compiled`` or ``eager``, as the writing process ran its steps (None: not
-            known). The run goes on the same way, whatever ``--compile auto`` would choose now:
-            the two routes round differently.
+        compile_route: ``compiled``, ``traced`` or ``eager``, as the writing process ran its steps
+            (None: a backend with one way only). The run goes on the same way, whatever
+            ``--compile auto`` would choose now: the routes round differently.
     """
 
     step: int
@@ -92,7 +92,7 @@ class Checkpoint:
         """The checkpoint :meth:`arrays` wrote; a CheckpointMismatch for another format."""
         if "format" not in arrays or int(arrays["format"]) != FORMAT:
             raise CheckpointMismatch(f"checkpoint format {arrays.get('format')} is not this gradpath's ({FORMAT})")
-        meta = json.loads(str(arrays["meta"]))  # a checkpoint from before compile_route lacks it: None
+        meta = json.loads(str(arrays["meta"]))
         state = {k.removeprefix("state/"): np.asarray(arrays[k]) for k in arrays if k.startswith("state/")}
         grads = {k.removeprefix("gradients/"): arrays[k] for k in arrays if k.startswith("gradients/")}
         return cls(state=state, gradients=GradientRecord.from_arrays(grads) if grads else None, **meta)

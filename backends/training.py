@@ -33,7 +33,7 @@ class TrainResult:
         summary: final error, steps, timings, divergence.
         params: final parameters and loss weights (numpy).
         gradients: per-layer gradient histograms at the gradient records (None when not recorded).
-        compilation: how the backend ran the steps (``route``: compiled or eager, and ``reason``),
+        compilation: how the backend ran the steps (``route``: compiled, traced or eager, and ``reason``),
             from its trainer's optional ``compilation`` attribute; the suite puts it in the manifest.
     """
 
@@ -291,7 +291,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
 def _compilation(trainer: Trainer, resumed_route: str | None) -> dict[str, Any]:
     """The trainer's ``compilation`` (empty if it has none), saying so where a checkpoint chose the route."""
     about = dict(getattr(trainer, "compilation", None) or {})
-    if about and resumed_route is not None:
+    if about and resumed_route is not None and about.get("route") == resumed_route:  # not after a fallback
         about["reason"] = f"{resumed_route}, as the process before the checkpoint ran"
     return about
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backends.compile_cache import compile_cache_dir
 from problems.cache import user_cache_dir
-from problems.errors import unknown_choice
+from problems.errors import UsageError, unknown_choice
 
 PARTS = ("jax", "torch", "cavity")  # what ``--only`` may name
 
@@ -69,6 +69,8 @@ def add_cache_command(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_cache(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.only and args.action != "clear":
+        raise UsageError("--only goes with clear: gradpath cache clear --only PART")
     parts = list(dict.fromkeys(args.only or PARTS))
     for part in parts:
         if part not in PARTS:

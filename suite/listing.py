@@ -24,7 +24,7 @@ ADAM_DESCRIPTIONS = {
 COMPILE_DESCRIPTIONS = {
     "auto": "the route expected to finish the run first: eager, traced or compiled (default)",
     "on": "compiled by inductor, kept as a package in gradpath's cache and loaded by later runs",
-    "off": "never compiled: the traced graph run by TorchScript, or the Python step for very short runs",
+    "off": "the Python step, eagerly: no compile time, slower steps (as before auto existed)",
 }
 
 def _table(rows: Iterable[tuple[str, ...]]) -> list[str]:

@@ -54,7 +54,7 @@ def test_with_nothing_measured_the_route_follows_the_run_length(cache):
     assert route(50).route == "eager"  # too short to repay tracing
     assert route(2_000).route == "traced"  # too short to repay inductor from empty caches
     assert route(1_000_000).route == "compiled"
-    assert route(1_000_000, "off").route == "traced"  # off never calls the compiler
+    assert route(1_000_000, "off").route == "eager"  # off is the eager step, as before auto existed
     assert route(50, "on").route == "compiled" and route(50, "on").reason == "--compile on"
     assert "estimated; cold caches" in route(2_000).reason
 
@@ -165,6 +165,8 @@ def test_gradpath_cache_shows_and_clears_each_part(cache, capsys):
     assert not (cache / "compile" / "jax").exists() and not (cache / "cavity_re100_n8_0.npz").exists()
     assert main(["cache", "clear", "--only", "jx"]) == 2
     assert "unknown cache part 'jx'; choose one of: cavity, jax, torch (did you mean 'jax'?)" in capsys.readouterr().err
+    assert main(["cache", "--only", "jax"]) == 2  # --only without clear would do nothing: said, not ignored
+    assert "--only goes with clear" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("opt_out", [False, True])
@@ -221,3 +223,37 @@ def test_without_packages_the_compiled_route_is_torch_compile_and_matches_eager(
     np.testing.assert_allclose(compiled.params["W0"], eager.params["W0"], rtol=1e-10)
     np.testing.assert_allclose([r["loss_residual"] for r in compiled.history],
                                [r["loss_residual"] for r in eager.history], rtol=1e-10)
+
+
+@needs_torch
+def test_a_package_belongs_to_one_configuration_and_one_input_layout(cache):
+    import torch
+
+    from backends.torch import packages
+
+    problem = get_problem("helmholtz")
+    base = torch_choice.configuration_key(problem, TrainSettings(), "cpu", None)
+    args = ({"w": torch.zeros(3, 2)}, [torch.zeros(4)])
+    path = packages.package_path(base, ("step", 1), args)
+    assert path.parent == cache / "compile" / "torch" / "packages" and path.name.startswith(f"{base}-step-")
+    others = {packages.package_path(base, ("anneal", 1), args),  # another graph
+              packages.package_path(base, ("step", 1), ({"w": torch.zeros(3, 3)}, [torch.zeros(4)])),  # shape
+              packages.package_path(base, ("step", 1), ({"w": torch.zeros(3, 2, dtype=torch.float64)},
+                                                        [torch.zeros(4)])),  # dtype
+              packages.package_path(torch_choice.configuration_key(get_problem("helmholtz", a2=1), TrainSettings(),
+                                                                    "cpu", None), ("step", 1), args),  # parameters
+              packages.package_path(torch_choice.configuration_key(problem, TrainSettings(), "cpu", 2), ("step", 1),
+                                    args)}  # lanes
+    assert path not in others and len(others) == 5
+    assert not packages.holds(base)  # nothing built yet in this cache: a plan for it is cold
+
+
+@needs_torch
+def test_the_key_names_the_hardware_and_a_plugin_problems_own_code():
+    key = torch_choice.configuration_key
+    described = torch_choice._hardware("cpu")
+    assert described["isa"] and described["cpu"] and described["machine"]
+    plugin = get_problem("poisson2d")  # tests/plugin_example: its package's source is part of the key
+    assert torch_choice._package_digest(type(plugin)) is not None
+    assert torch_choice._package_digest(type(get_problem("helmholtz"))) is None  # gradpath's source covers it
+    assert key(plugin, TrainSettings(), "cpu", None) != key(plugin, TrainSettings(), "cuda", None)

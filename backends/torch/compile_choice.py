@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import inspect
 import json
 import os
 import statistics
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ _SOURCES = ("backends", "problems")  # the code that builds the graphs
 
 @dataclass(frozen=True)
 class CompilePlan:
-    """What a torch trainer will do: ``route`` is ``compiled`` or ``eager``; ``reason`` says why in one line."""
+    """What a torch trainer will do: ``route`` is ``compiled``, ``traced`` or ``eager``; ``reason`` says why in one line."""
 
     route: str
     reason: str
@@ -75,19 +77,73 @@ def _source_digest() -> str:
 
 
 def configuration_key(problem: Problem, settings: TrainSettings, device: str, lanes: int | None) -> str:
-    """The ledger's key: everything the compiled graphs depend on (not the seed, steps or schedule)."""
+    """The ledger's and the packages' key: everything the compiled graphs depend on (not the seed or
+    the run's length): gradpath's and a plugin problem's source, the problem, the settings, the
+    device and this machine's hardware, the libraries' versions, inductor's environment."""
+    graph = {k: v for k, v in settings.resolved(problem).items() if k not in NOT_IN_GRAPH}
+    described = {"problem": problem.name, "parameters": problem.parameters(), "settings": graph,
+                 "device": device, "lanes": lanes, "source": _source_digest(),
+                 "problem_module": type(problem).__module__, "problem_source": _package_digest(type(problem)),
+                 # compiled code is specialised to the machine (inductor builds with -march=native)
+                 # and shaped by these libraries and by inductor's own settings
+                 "hardware": _hardware(device), "versions": _versions(),
+                 "inductor_env": sorted((k, v) for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_")
+                                        and k != "TORCHINDUCTOR_CACHE_DIR")}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=_jsonable).encode()).hexdigest()[:20]
+
+
+def _jsonable(value: Any) -> str:
+    """A parameter JSON cannot hold: arrays by a digest of their bytes (their repr elides), else repr."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return f"array {value.dtype} {value.shape} {hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}"
+    return repr(value)
+
+
+def _package_digest(cls: type) -> str | None:
+    """A digest of the source of the package that defines ``cls`` outside gradpath (a plugin problem:
+    its helpers and base classes live beside it), or None for gradpath's own problems."""
+    top = cls.__module__.split(".")[0]
+    if top in _SOURCES:
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+        if spec is None:
+            return None
+        files = sorted(p for folder in (spec.submodule_search_locations or []) for p in Path(folder).rglob("*.py")) \
+            or [Path(spec.origin or inspect.getsourcefile(cls) or "")]
+        h = hashlib.sha256()
+        for path in files:
+            h.update(path.as_posix().encode())
+            h.update(path.read_bytes())
+        return h.hexdigest()[:16]
+    except (TypeError, OSError, ImportError, ValueError):
+        return None
+
+
+def _hardware(device: str) -> dict[str, Any]:
+    """What compiled code depends on about the machine: CPU model, architecture and vector ISA, or the GPU."""
+    import platform
+
     import torch
 
-    graph = {k: v for k, v in settings.resolved(problem).items() if k not in NOT_IN_GRAPH}
-    try:  # a plugin problem's code lives outside gradpath's folders
-        problem_file = Path(inspect.getsourcefile(type(problem)) or "")
-        problem_source = hashlib.sha256(problem_file.read_bytes()).hexdigest()[:16]
-    except (TypeError, OSError):
-        problem_source = None
-    described = {"problem": problem.name, "parameters": problem.parameters(), "settings": graph,
-                 "device": device, "lanes": lanes, "torch": torch.__version__, "source": _source_digest(),
-                 "problem_module": type(problem).__module__, "problem_source": problem_source}
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    from backends.devices import cpu_name
+
+    out: dict[str, Any] = {"machine": platform.machine(), "cpu": cpu_name(),
+                           "isa": torch.backends.cpu.get_cpu_capability()}
+    if device == "cuda" and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+        out["capability"] = list(torch.cuda.get_device_capability(0))
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import array_api_compat
+    import numpy as np
+    import torch
+
+    return {"torch": torch.__version__, "numpy": np.__version__, "array_api_compat": array_api_compat.__version__}
 
 
 def ledger_dir() -> Path:
@@ -104,12 +160,14 @@ def read_entry(key: str) -> dict[str, Any]:
 
 
 def record(key: str, **measured: float | str) -> None:
-    """Add ``measured`` (``cold_compile_s``, ``warm_compile_s``, ``eager_ms``, ``compiled_ms``,
-    ``inductor_cache``) to configuration ``key``'s entry; a ledger that cannot be written is skipped."""
+    """Add ``measured`` (``cold_compile_s``, ``warm_compile_s``, ``trace_s``, ``<route>_ms``,
+    ``inductor_cache``) to configuration ``key``'s entry; a ledger that cannot be written is skipped.
+    Unlocked: two processes writing one entry at once may lose one's numbers, which only costs an
+    estimate (the entry is replaced whole, never torn)."""
     entry = {**read_entry(key), **measured}
     try:
         ledger_dir().mkdir(parents=True, exist_ok=True)
-        tmp = ledger_dir() / f".{key}.{os.getpid()}.tmp"
+        tmp = ledger_dir() / f".{key}.{uuid.uuid4().hex}.tmp"  # unique across processes and hosts
         tmp.write_text(json.dumps(entry, sort_keys=True))
         os.replace(tmp, ledger_dir() / f"{key}.json")
     except OSError:
@@ -164,9 +222,11 @@ def expected_seconds(entry: dict[str, Any], warm: bool, steps: int) -> tuple[dic
 def plan(problem: Problem, settings: TrainSettings, device: str, lanes: int | None) -> CompilePlan:
     """How a torch run of ``settings`` will run its steps.
 
-    ``on`` compiles; ``off`` never calls the compiler, but runs the traced graph where the run is
-    long enough to repay tracing it; ``auto`` takes whichever of compiled, traced and eager it
-    expects to finish first.
+    ``on`` compiles; ``off`` runs the Python step eagerly, as before ``auto`` existed (so that a
+    stored ``compile=False`` run is computed the same way again); ``auto`` takes whichever of
+    compiled, traced and eager it expects to finish first. The run key records only whether
+    compiling was allowed: under ``auto`` one key may be computed by any of the three routes,
+    which agree to rounding; the manifest records which one.
     """
     key = configuration_key(problem, settings, device, lanes)
     entry = read_entry(key)
@@ -174,8 +234,10 @@ def plan(problem: Problem, settings: TrainSettings, device: str, lanes: int | No
     cache = "warm" if warm else "cold"
     if settings.compile == "on":
         return CompilePlan("compiled", "--compile on", key, cache)
+    if settings.compile == "off":
+        return CompilePlan("eager", "--compile off", key, cache)
     seconds, own = expected_seconds(entry, warm, settings.steps)
-    allowed = ROUTES if settings.compile == "auto" else ("traced", "eager")
+    allowed = ROUTES
     route = min(allowed, key=lambda r: seconds[r])
     if any(entry.get(f"{r}_ms") for r in ROUTES):  # some step time of this configuration is known: seconds
         shown = ", ".join(f"{r} {seconds[r]:,.1f} s" for r in allowed)

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import json
 import os
+import uuid
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
@@ -77,14 +78,17 @@ def compiled(path: Path, fn: Callable, args: tuple) -> tuple[Callable, bool]:
 
     program = torch.export.export(Flat(), tuple(leaves), strict=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.pt2")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.pt2")  # unique across processes and hosts
+    spec_tmp = tmp.with_suffix(".spec")
     try:
         inductor = importlib.import_module("torch._inductor")  # only where a package is built
         inductor.aoti_compile_and_package(program, package_path=str(tmp))
-        path.with_suffix(".spec").write_text(pytree.treespec_dumps(out_spec))
+        spec_tmp.write_text(pytree.treespec_dumps(out_spec))
+        os.replace(spec_tmp, path.with_suffix(".spec"))
         os.replace(tmp, path)  # last: a package on disk always has its spec beside it
     finally:
         tmp.unlink(missing_ok=True)
+        spec_tmp.unlink(missing_ok=True)
     return _runner(path), False
 
 

@@ -77,7 +77,8 @@ def _interpreted(graph: Callable, args: tuple) -> Callable:
 
     The graph holds about a thousand small aten operations a step; calling them from its generated
     Python code costs about 1.5 us each on top of the operation itself, the interpreter less (1.4x
-    faster a step here, with identical outputs). No fuser is involved (the CPU wheels have no LLVM),
+    faster than the graph's Python, 2.8x faster than the eager step, which also pays functorch; it
+    agrees with eager to rounding). No fuser is involved (the CPU wheels have no LLVM),
     so nothing is compiled. Where TorchScript cannot take the graph, the graph runs as it is.
     """
     flat, in_spec = pytree.tree_flatten(args)
@@ -166,7 +167,7 @@ class TorchTrainer:
 
     @property
     def compilation(self) -> dict[str, Any]:
-        """How this trainer runs its steps (``route``: compiled or eager) and why, for the run's manifest."""
+        """How this trainer runs its steps (``route``: compiled, traced or eager) and why, for the run's manifest."""
         return self.plan.as_dict()
 
     # -- pure functions --------------------------------------------------------------------------
