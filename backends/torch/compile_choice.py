@@ -1,19 +1,20 @@
-"""``--compile`` for torch: run each step the way that finishes the run first.
+"""``--compile`` for torch: ``on`` compiles, ``off`` runs eagerly, ``auto`` takes the route that finishes first.
 
 Three routes compute the same step, each rounding in its own way: ``eager`` (the Python step, op
 by op), ``traced`` (the graph that make_fx records from it, run by TorchScript's interpreter
 without Python or functorch in between: about 2.8x faster, for a few seconds of tracing) and
-``compiled`` (that graph compiled by inductor: about 6x faster than eager, but tens of seconds to
-compile from empty caches and several from warm ones). Which finishes first depends on the run's
-length and on the caches; :func:`plan` estimates each route's set-up and step time before the
-run starts, :class:`backends.torch.trainer.TorchTrainer` follows it, and the run's manifest
-records the route and the reason (``compilation``).
+``compiled`` (that graph compiled by inductor into an AOTInductor package: about 7x faster than
+eager, tens of seconds to build from empty caches, a few hundredths to load once built,
+:mod:`backends.torch.packages`). Which finishes first depends on the run's length and on the
+caches; :func:`plan` estimates each route's set-up and step time before the run starts,
+:class:`backends.torch.trainer.TorchTrainer` follows it, and the run's manifest records the route
+and the reason (``compilation``).
 
-The estimates come from a ledger beside inductor's cache (``compile/torch/ledger/``, one JSON file
+The estimates come from a ledger in the cache folder (``compile/torch/ledger/``, one JSON file
 per configuration): each torch run writes what it measured (trace and compile seconds, ms per step
-of its route). A configuration seen before is judged on its own numbers and on whether inductor's
-cache still holds its graphs; an unseen one on this machine's typical ratios (the medians over the
-ledger), or on :data:`DEFAULTS` before there are any. A wrong estimate costs time, not correctness.
+of its route). A configuration seen before is judged on its own numbers and on whether its
+packages are built; an unseen one on this machine's typical ratios (the medians over the ledger),
+or on :data:`DEFAULTS` before there are any. A wrong estimate costs time, not correctness.
 """
 
 from __future__ import annotations
@@ -237,13 +238,12 @@ def plan(problem: Problem, settings: TrainSettings, device: str, lanes: int | No
     if settings.compile == "off":
         return CompilePlan("eager", "--compile off", key, cache)
     seconds, own = expected_seconds(entry, warm, settings.steps)
-    allowed = ROUTES
-    route = min(allowed, key=lambda r: seconds[r])
+    route = min(ROUTES, key=lambda r: seconds[r])
     if any(entry.get(f"{r}_ms") for r in ROUTES):  # some step time of this configuration is known: seconds
-        shown = ", ".join(f"{r} {seconds[r]:,.1f} s" for r in allowed)
+        shown = ", ".join(f"{r} {seconds[r]:,.1f} s" for r in ROUTES)
         basis = "as measured before" if own else "partly estimated"
     else:  # no time of this configuration yet: the estimate is in multiples of its eager step
-        shown = ", ".join(f"{r} {seconds[r] * 1e3:,.0f}" for r in allowed) + " eager-step times"
+        shown = ", ".join(f"{r} {seconds[r] * 1e3:,.0f}" for r in ROUTES) + " eager-step times"
         basis = "estimated"
     reason = f"{settings.compile}: {route} finishes {settings.steps:,} steps first ({shown}; {basis}; {cache} caches)"
     return CompilePlan(route, reason, key, cache)
