@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from problems.errors import UsageError
+from record_edits import edit_summary
 from suite.campaign import NAME_RULE, expand, load_campaign, parse_campaign
 from suite.cli import main
 from suite.plots import build_figures
@@ -67,16 +68,6 @@ def store(tmp_path):
     return source, specs, store
 
 
-def _edit_summary(path: Path, **fields) -> None:
-    summary = json.loads((path / SUMMARY).read_text())
-    for name, value in fields.items():
-        if value is ...:
-            del summary[name]
-        else:
-            summary[name] = value
-    (path / SUMMARY).write_text(json.dumps(summary))
-
-
 def _non_numeric_history_row(path: Path) -> None:
     lines = (path / HISTORY).read_text().splitlines()
     lines[2] = "abc" + lines[2][lines[2].index(","):]  # the step of the middle row, as in the issue
@@ -86,8 +77,8 @@ def _non_numeric_history_row(path: Path) -> None:
 # the issue's three damages, and the reason the record must carry
 DAMAGES = {
     "D1 non-numeric history row": (_non_numeric_history_row, "history.csv: line 3: step is 'abc', not a number"),
-    "D2 error is text": (lambda p: _edit_summary(p, error="abc"), 'summary.json: error is "abc", not a number'),
-    "D3 no error field": (lambda p: _edit_summary(p, error=...),
+    "D2 error is text": (lambda p: edit_summary(p, error="abc"), 'summary.json: error is "abc", not a number'),
+    "D3 no error field": (lambda p: edit_summary(p, error=...),
                           "summary.json: a complete run without a finite error (no error field)"),
 }
 
@@ -143,7 +134,7 @@ def test_cleaning_a_corrupt_record_copies_it_aside_first(store):
     is merely unfinished, or sound, is not."""
     _, specs, store = store
     damaged = store.path(specs[0])
-    _edit_summary(damaged, error="abc")
+    edit_summary(damaged, error="abc")
     before = {p.name: p.read_bytes() for p in damaged.iterdir()}
     (damaged / ".summary.json.123.tmp").write_bytes(b"half")  # what a killed writer leaves
     store.clean(specs[0])
@@ -154,12 +145,12 @@ def test_cleaning_a_corrupt_record_copies_it_aside_first(store):
     store.clean(specs[1])  # sound: nothing to keep aside
     failed = store.path(specs[2])
     (failed / PARAMS).unlink()  # a failed run saves no parameters
-    _edit_summary(failed, status="failed", failure="RuntimeError: boom")
+    edit_summary(failed, status="failed", failure="RuntimeError: boom")
     store.clean(specs[2])  # unfinished: trained again from its checkpoint as before, not copied
     assert len(list((store.root / DAMAGED).iterdir())) == 1
     # a finished run's parameters under a summary that says otherwise (a worker's death recorded
     # over it): kept too
-    _edit_summary(store.path(specs[1]), status="failed", failure="worker process died")
+    edit_summary(store.path(specs[1]), status="failed", failure="worker process died")
     store.clean(specs[1])
     assert len(list((store.root / DAMAGED).glob(f"{specs[1].name}.*/{PARAMS}"))) == 1
     assert [p.name for p in store.records()] == [s.name for s in specs]  # the copy is no record of the store
@@ -174,7 +165,7 @@ def test_restoring_over_a_corrupt_record_keeps_a_copy_of_it(store, tmp_path):
     _, specs, store = store
     published = tmp_path / "published"
     write_tables(published, *gather(store, specs))
-    _edit_summary(store.path(specs[0]), error="abc")
+    edit_summary(store.path(specs[0]), error="abc")
     params = (store.path(specs[0]) / PARAMS).read_bytes()
     done = restore(specs, published, store)
     assert done.replaced == [specs[0].name] and store.state(specs[0]).done
@@ -186,7 +177,7 @@ def test_restoring_over_a_corrupt_record_keeps_a_copy_of_it(store, tmp_path):
 @needs_jax
 def test_the_campaign_trains_a_corrupt_run_again_and_keeps_the_damaged_record(store, tmp_path, capsys):
     source, specs, store = store
-    _edit_summary(store.path(specs[0]), error=...)
+    edit_summary(store.path(specs[0]), error=...)
     others = {s.name: {p.name: p.read_bytes() for p in store.path(s).iterdir()} for s in specs[1:]}
     assert main(["campaign", str(source), "--store", str(store.root), "--jobs", "1", "--quiet"]) == 0
     assert "3 runs, 2 already done; this time: 1 complete" in capsys.readouterr().out

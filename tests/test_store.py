@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from record_edits import edit_summary
 from suite.campaign import expand, load_campaign, parse_campaign
 from suite.cli import main
 from suite.record import CONFIG, HISTORY, PARAMS, SUMMARY, RunRecord, write_json
@@ -67,17 +68,6 @@ def test_done_means_a_sound_complete_or_diverged_record(tmp_path):
     assert path.name == spec.name and path.name.endswith(spec.key)
 
 
-def _edit_summary(path: Path, **fields) -> None:
-    """Change fields of a record's summary.json as a hand edit would (``...``: remove the field)."""
-    summary = json.loads((path / SUMMARY).read_text())
-    for name, value in fields.items():
-        if value is ...:
-            del summary[name]
-        else:
-            summary[name] = value
-    (path / SUMMARY).write_text(json.dumps(summary))
-
-
 def _flipped(data: bytes) -> bytes:
     """``data`` with one byte inverted a third of the way in: inside an array, so the zip still opens."""
     at = len(data) // 3
@@ -96,16 +86,16 @@ def _flipped(data: bytes) -> bytes:
     (lambda p: (p / HISTORY).write_text("step,seconds\nabc,0.1\n20,0.2\n"), "line 2: step is 'abc', not a number"),
     (lambda p: (p / HISTORY).write_text("step,seconds\n10,0.1\n20,fast\n"), "line 3: seconds is 'fast', not a number"),
     (lambda p: (p / HISTORY).write_bytes(b"step,seconds\n10,0\x00.1\n20,0.2\n"), "history.csv: "),
-    (lambda p: _edit_summary(p, error="abc"), 'summary.json: error is "abc", not a number'),
-    (lambda p: _edit_summary(p, error=None), "a complete run without a finite error"),
-    (lambda p: _edit_summary(p, error=float("nan")), "a complete run without a finite error"),
-    (lambda p: _edit_summary(p, error=0), "a complete run with error 0, not a positive number"),
-    (lambda p: _edit_summary(p, error=-0.5), "a complete run with error -0.5, not a positive number"),
-    (lambda p: _edit_summary(p, error=...), "without a finite error (no error field)"),
-    (lambda p: _edit_summary(p, diverged=True), "complete, but diverged is true"),
-    (lambda p: _edit_summary(p, ms_per_step="fast"), 'ms_per_step is "fast", not a number'),
-    (lambda p: _edit_summary(p, steps=...), "no steps"),
-    (lambda p: _edit_summary(p, status="done"), 'status "done", not one of running, complete'),
+    (lambda p: edit_summary(p, error="abc"), 'summary.json: error is "abc", not a number'),
+    (lambda p: edit_summary(p, error=None), "a complete run without a finite error"),
+    (lambda p: edit_summary(p, error=float("nan")), "a complete run without a finite error"),
+    (lambda p: edit_summary(p, error=0), "a complete run with error 0, not a positive number"),
+    (lambda p: edit_summary(p, error=-0.5), "a complete run with error -0.5, not a positive number"),
+    (lambda p: edit_summary(p, error=...), "without a finite error (no error field)"),
+    (lambda p: edit_summary(p, diverged=True), "complete, but diverged is true"),
+    (lambda p: edit_summary(p, ms_per_step="fast"), 'ms_per_step is "fast", not a number'),
+    (lambda p: edit_summary(p, steps=...), "no steps"),
+    (lambda p: edit_summary(p, status="done"), 'status "done", not one of running, complete'),
     (lambda p: (p / PARAMS).write_bytes(b"PK\x03"), "params.npz missing or unreadable"),
     (lambda p: (p / PARAMS).write_bytes(_flipped((p / PARAMS).read_bytes())), "params.npz missing or unreadable"),
     (lambda p: write_json(p / CONFIG, {"problem": "other"}), "config.json does not match"),
