@@ -2,7 +2,7 @@
 
 Built-in backends sit in a table checked with ``importlib.util.find_spec``, so listing them works
 without the framework installed; third-party ones come from the ``gradpath.backends`` entry points
-(each naming a zero-argument callable that returns a :class:`backends.protocol.Backend`).
+(each naming a zero-argument callable that returns a :class:`gradpath.backends.protocol.Backend`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import importlib.util
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from backends.protocol import Backend
-from problems.errors import UsageError, plugin_failed, unknown_choice
+from gradpath.backends.protocol import Backend
+from gradpath.problems.errors import UsageError, plugin_failed, unknown_choice
 
 # name -> (module with a ``backend()`` factory, framework module it needs, pip extra)
 BUILTIN: dict[str, tuple[str, str, str]] = {
-    "jax": ("backends.jax", "jax", "jax"),
-    "torch": ("backends.torch", "torch", "torch"),
+    "jax": ("gradpath.backends.jax", "jax", "jax"),
+    "torch": ("gradpath.backends.torch", "torch", "torch"),
 }
 
 

@@ -2,7 +2,7 @@
 
 A campaign on a small machine runs for days in sessions that end when they end; without
 checkpoints every stop throws away the runs in flight (an hour of a cavity job). A checkpoint
-holds everything :func:`backends.training.train_seeds` carries from one chunk to the next:
+holds everything :func:`gradpath.backends.training.train_seeds` carries from one chunk to the next:
 
 - the trainer's state as named numpy arrays (:meth:`Trainer.snapshot`: parameters, Adam moments,
   loss weights, step count, input normalisation), bit for bit;
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from backends.diagnostics import GradientRecord
-from problems.errors import UsageError
+from gradpath.backends.diagnostics import GradientRecord
+from gradpath.problems.errors import UsageError
 
-# the one state entry a multi-seed trainer shares between its seeds (backends.protocol.Trainer)
+# the one state entry a multi-seed trainer shares between its seeds (gradpath.backends.protocol.Trainer)
 SHARED = ("count",)
 # bump when the layout changes: an older checkpoint is then refused, and the run starts afresh
 FORMAT = 2  # 2: compile_route (a run resumed from a format-1 checkpoint could change route)

@@ -3,10 +3,10 @@
 JAX keeps compiled XLA executables in its persistent compilation cache and inductor keeps
 generated kernels and whole compiled graphs in its FX-graph and AOT-autograd caches. Both are
 turned on by default for every gradpath run, campaign job and test, in gradpath's user cache
-folder (:func:`problems.cache.user_cache_dir`): ``compile/jax`` and ``compile/torch``.
+folder (:func:`gradpath.problems.cache.user_cache_dir`): ``compile/jax`` and ``compile/torch``.
 ``gradpath cache`` shows them and ``gradpath cache clear`` empties them.
 
-Compiled torch steps are also kept there as AOTInductor packages (:mod:`backends.torch.packages`).
+Compiled torch steps are also kept there as AOTInductor packages (:mod:`gradpath.backends.torch.packages`).
 A cache location the user chose (``JAX_COMPILATION_CACHE_DIR``, ``TORCHINDUCTOR_CACHE_DIR``) is
 kept; ``GRADPATH_COMPILE_CACHE=0`` leaves the frameworks' own defaults alone (JAX: no persistent
 cache; inductor: a per-user folder in the system's temporary directory) and keeps no packages
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from problems.cache import user_cache_dir
+from gradpath.problems.cache import user_cache_dir
 
 OPT_OUT = "GRADPATH_COMPILE_CACHE"  # "0" leaves the frameworks' caches as they are
 FRAMEWORKS = ("jax", "torch")

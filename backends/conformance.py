@@ -5,8 +5,8 @@ framework at import time (pytest and the frameworks are imported inside the chec
 them). Parametrise them in your test file, e.g.::
 
     import pytest
-    from backends import conformance as kit
-    from problems import get_problem
+    from gradpath.backends import conformance as kit
+    from gradpath.problems import get_problem
 
     def test_my_problem():
         kit.check_problem(get_problem("my-problem"))
@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from backends.data import draw_batches, seed_start, seed_streams
-from backends.losses import derivatives
-from backends.settings import TrainSettings, applicable
-from problems import get_problem, problem_names
-from problems.core import Problem, parse_derivative
+from gradpath.backends.data import draw_batches, seed_start, seed_streams
+from gradpath.backends.losses import derivatives
+from gradpath.backends.settings import TrainSettings, applicable
+from gradpath.problems import get_problem, problem_names
+from gradpath.problems.core import Problem, parse_derivative
 
 REFERENCE_BACKEND = "jax"
 METHOD_NAMES = ("M1", "M2", "M3", "M4")
@@ -85,7 +85,7 @@ def check_weighting_golden(xp: Any = np, names: Iterable[str] | None = None, rto
     A backend passes the namespace its compiled step hands to ``Weighting.update`` (jax.numpy,
     ``array_api_compat.torch``, ...).
     """
-    from backends.weighting import get_weighting
+    from gradpath.backends.weighting import get_weighting
 
     for name in names or WEIGHTING_GOLDEN:
         grads, lam = weighting_inputs(xp)
@@ -138,7 +138,7 @@ def check_metadata(problem: Problem) -> None:
     off = problem.metrics(ref * 1.1 + 0.1, ref)
     assert all(np.isfinite(v) for v in off.values()) and off[problem.primary_metric] > 0, \
         f"{name}: metrics of a wrong prediction must be finite and positive, got {off}"
-    from backends.weighting import get_weighting
+    from gradpath.backends.weighting import get_weighting
     get_weighting(problem.default_weighting)
 
 
@@ -246,7 +246,7 @@ def small_settings(method: str = "M1", steps: int = 20, **overrides: Any) -> Tra
 
 
 def _replay(backend: str, problem: Problem, settings: TrainSettings):
-    from backends.replay import replay
+    from gradpath.backends.replay import replay
     return replay(backend, problem, settings, steps=settings.steps)
 
 
@@ -256,11 +256,11 @@ def _reference_replay(backend: str, problem: Problem, settings: TrainSettings):
 
 
 def check_derivatives(backend: str, problem: Problem, method: str = "M1", rtol: float = 1e-10) -> None:
-    """``trainer.predict`` on a tiny net equals the framework-free jets (backends.jets in numpy).
+    """``trainer.predict`` on a tiny net equals the framework-free jets (gradpath.backends.jets in numpy).
 
     tests/test_jets.py validates the numpy jets against closed-form derivatives.
     """
-    from backends import get_backend
+    from gradpath.backends import get_backend
 
     settings = small_settings(method)
     b = get_backend(backend)
@@ -307,11 +307,11 @@ def checkpoints_at(backend: str, problem: Problem, settings: Sequence[TrainSetti
                    gradient_every: int = 0) -> list[Any]:
     """Train ``settings`` (seeds trained together) and stop right after the checkpoint at ``step``.
 
-    Returns one :class:`backends.checkpoint.Checkpoint` per seed, each taken through its file
+    Returns one :class:`gradpath.backends.checkpoint.Checkpoint` per seed, each taken through its file
     format (``arrays`` and back), as a resumed process reads it.
     """
-    from backends.checkpoint import Checkpoint
-    from backends.training import train_seeds
+    from gradpath.backends.checkpoint import Checkpoint
+    from gradpath.backends.training import train_seeds
 
     kept: dict[int, Checkpoint] = {}
 
@@ -338,7 +338,7 @@ def check_resumes(backend: str, problem: Problem, method: str = "M4", seeds: Seq
     ``0.3 * steps`` (so the last chunk is a short one) and stopped after the second chunk
     (:func:`checkpoints_at`).
     """
-    from backends.training import train_seeds
+    from gradpath.backends.training import train_seeds
 
     log_every = max(1, steps * 3 // 10)
     settings = [small_settings(method, steps, log_every=log_every, seed=s, **overrides) for s in seeds]

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.init import init_params
-from backends.settings import TrainSettings
-from problems.core import Problem
+from gradpath.backends.init import init_params
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems.core import Problem
 
 
 def seed_streams(seed: int) -> dict[str, np.random.Generator]:
@@ -24,7 +24,7 @@ class SeedStart:
     """A seed's run before its first step.
 
     Attributes:
-        params: initial parameters by name (float64, :func:`backends.init.init_params`).
+        params: initial parameters by name (float64, :func:`gradpath.backends.init.init_params`).
         mu, sigma: input normalisation, from the seed's own residual points.
         batches: the seed's batch stream, fresh (nothing drawn from it yet): :func:`draw_batches` draws from it.
     """

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.init import weight_keys
-from problems.errors import UsageError, unknown_choice
+from gradpath.backends.init import weight_keys
+from gradpath.problems.errors import UsageError, unknown_choice
 
 PARAMETER_SETS = {"weights": "the MLP weight matrices W0..WL only, as the authors' statistics and Hessians",
                   "all": "every parameter: weights, biases and the gated net's encoders"}
@@ -319,7 +319,7 @@ def hessian_operator(backend: str, problem: Any, params: dict[str, np.ndarray], 
     if term != "total" and term not in names:
         raise unknown_choice("loss term", term, ("total", *names))
     keys = tuple(parameter_keys(params, parameter_set))
-    module = importlib.import_module(f"backends.{backend}.hessian")
+    module = importlib.import_module(f"gradpath.backends.{backend}.hessian")
     index = None if term == "total" else names.index(term)
     n, matmat = module.hessian_matmat(problem, params, mu, sigma, batch, np.asarray(weights, np.float64), keys,
                                       index=index, net=net, gate=gate, dtype=dtype)

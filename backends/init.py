@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from problems.errors import UsageError
+from gradpath.problems.errors import UsageError
 
 
 def glorot_normal(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:

@@ -171,11 +171,11 @@ def network_jets(xp: Any, params: dict[str, Any], x: Any, mu: Any, sigma: Any,
 
     Args:
         xp: array namespace of the arrays.
-        params: ``W{l}``, ``b{l}`` (and ``E1, c1, E2, c2`` for the gated net), see backends.init.
+        params: ``W{l}``, ``b{l}`` (and ``E1, c1, E2, c2`` for the gated net), see gradpath.backends.init.
         x: ``(n, d)`` physical input points.
         mu, sigma: ``(d,)`` input normalisation.
         requested: ``(output column, sorted input indices)`` pairs.
-        net: ``"mlp"`` or ``"gated"``; gate: the gated form, see backends.methods.GATES.
+        net: ``"mlp"`` or ``"gated"``; gate: the gated form, see gradpath.backends.methods.GATES.
 
     Returns:
         One ``(n,)`` array per requested pair, in order.

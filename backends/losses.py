@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.jets import network_jets
-from problems.core import Problem, parse_derivative
+from gradpath.backends.jets import network_jets
+from gradpath.problems.core import Problem, parse_derivative
 
 
 def derivatives(xp: Any, problem: Problem, params: dict, x: Any, mu: Any, sigma: Any,
@@ -24,7 +24,7 @@ def term_losses(xp: Any, problem: Problem, params: dict, batches: list, mu: Any,
         batches: one array per term of shape ``(n_regions, batch, d)``: each region's points.
 
     A term's loss is ``scale * sum over regions and misfit components of mean(misfit**2)``
-    (see problems.core.Term).
+    (see gradpath.problems.core.Term).
     """
     return xp.stack([term_loss(xp, problem, i, params, points, mu, sigma, net=net, gate=gate)
                      for i, points in enumerate(batches)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from problems.errors import unknown_choice
+from gradpath.problems.errors import unknown_choice
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A backend turns (problem, settings) into a :class:`Trainer`: explicit state in, state out, as in
 optax. Everything framework-free (weights, batches, the training loop, logging, divergence) lives
-once in ``backends.training``; a backend only owns compiled array work.
+once in ``gradpath.backends.training``; a backend only owns compiled array work.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from backends.settings import TrainSettings
-from problems.core import Problem
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems.core import Problem
 
 State = Any  # backend-specific: parameters, Adam moments, loss weights, step count
 
@@ -49,7 +49,7 @@ class Trainer(Protocol):
         """Compile everything a run will call; return the seconds it took. ``state`` is not changed."""
 
     def train(self, state: State, batches: list[np.ndarray], first_step: int) -> tuple[State, ChunkOutput]:
-        """Run ``len(batches[0])`` steps (``batches`` as from backends.data.draw_batches)."""
+        """Run ``len(batches[0])`` steps (``batches`` as from gradpath.backends.data.draw_batches)."""
 
     def predict(self, state: State, x: np.ndarray, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Derivative keys of the trained network at ``x`` ``(n, d)`` as numpy ``(n,)`` arrays."""
@@ -63,7 +63,7 @@ class Trainer(Protocol):
     def snapshot(self, state: State) -> dict[str, np.ndarray]:
         """Every array of ``state`` as numpy, exactly, by path (``params/W0``, ``m/W0``, ``weights``, ``count``, ...).
 
-        A multi-seed trainer's arrays carry the seed axis, except ``count`` (backends.checkpoint.SHARED).
+        A multi-seed trainer's arrays carry the seed axis, except ``count`` (gradpath.backends.checkpoint.SHARED).
         """
 
     def restore(self, arrays: dict[str, np.ndarray]) -> State:

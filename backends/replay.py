@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends import get_backend
-from backends.data import draw_batches, seed_start
-from backends.settings import TrainSettings
-from problems.core import Problem
+from gradpath.backends import get_backend
+from gradpath.backends.data import draw_batches, seed_start
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems.core import Problem
 
 
 @dataclass

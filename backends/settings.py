@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from backends.adam import ADAM_FORMS
-from backends.init import layer_sizes
-from backends.methods import Method, check_gate, get_method
-from backends.weighting import Weighting, get_weighting
-from problems.core import Problem
-from problems.errors import UsageError, require_positive
+from gradpath.backends.adam import ADAM_FORMS
+from gradpath.backends.init import layer_sizes
+from gradpath.backends.methods import Method, check_gate, get_method
+from gradpath.backends.weighting import Weighting, get_weighting
+from gradpath.problems.core import Problem
+from gradpath.problems.errors import UsageError, require_positive
 
 DTYPES = ("float32", "float64")
 # the CLI flag that sets each field, where it differs from --field-name (errors name what users typed)
@@ -32,7 +32,7 @@ COMPILE_CHOICES = ("auto", "on", "off")
 ANNEAL_EVERY = 10  # the authors' code updates the loss weights every 10 steps (spec 3.2)
 
 # Upper bounds on the sizes a run may name: beyond them a run is a typo, not an experiment. What
-# fits in memory is checked separately, against the machine, before a run starts (suite.resources).
+# fits in memory is checked separately, against the machine, before a run starts (gradpath.suite.resources).
 # Step counts: the compiled step counts in int32 (2**31 - 1), and 1e9 steps at 1 ms a step are 12 days.
 MAX_STEPS = 10**9
 MAX_WIDTH = 100_000  # the paper's widest network has 100 units a layer
@@ -90,7 +90,7 @@ class TrainSettings:
         compile: ``auto``, ``on`` or ``off`` (True/False: on/off). torch compiles the step with
             inductor when on, runs it eagerly when off (same maths, no compile time, slower steps),
             and under auto compiles when the run is long enough to repay it
-            (:mod:`backends.torch.compile_choice`); jax always compiles. The run key records only
+            (:mod:`gradpath.backends.torch.compile_choice`); jax always compiles. The run key records only
             whether compiling was allowed (auto and on are the same run), the run's manifest the route taken.
 
     ``gate`` applies to M3/M4 and ``weighting``/``anneal_*`` to M2/M4; the other methods refuse a

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from backends import get_backend
-from backends.checkpoint import Checkpoint, CheckpointMismatch, check_fits, one_seed, stack
-from backends.data import draw_batches, initial_arrays, seed_start
-from backends.diagnostics import GradientRecord, gradient_histograms, gradient_statistics, parameter_keys, weighted
-from backends.protocol import Trainer
-from backends.settings import TrainSettings
-from problems.core import Problem
-from problems.errors import UsageError
+from gradpath.backends import get_backend
+from gradpath.backends.checkpoint import Checkpoint, CheckpointMismatch, check_fits, one_seed, stack
+from gradpath.backends.data import draw_batches, initial_arrays, seed_start
+from gradpath.backends.diagnostics import GradientRecord, gradient_histograms, gradient_statistics, parameter_keys, weighted
+from gradpath.backends.protocol import Trainer
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems.core import Problem
+from gradpath.problems.errors import UsageError
 
 
 @dataclass
@@ -125,9 +125,9 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
             at the last, the gradients of every lambda-weighted loss term w.r.t. each weight matrix
             on that step's batch (as the authors' code, spec 2.5): their per-layer statistics go into
             the history row (``grad_max_<term>_W<l>`` etc., see
-            :func:`backends.diagnostics.gradient_statistics`; NaN in the other rows, so every row
+            :func:`gradpath.backends.diagnostics.gradient_statistics`; NaN in the other rows, so every row
             has the same columns) and their histograms into ``TrainResult.gradients``. 0: none.
-        resume: one :class:`~backends.checkpoint.Checkpoint` per settings object, all at the same
+        resume: one :class:`~gradpath.backends.checkpoint.Checkpoint` per settings object, all at the same
             step: training goes on from there exactly as if it had never stopped (the rows before
             it are not logged again; ``summary["resumed_at_steps"]`` lists every such step).
         on_checkpoint: called with ``(index into settings, Checkpoint)`` for every seed at the end of a chunk, once
@@ -265,7 +265,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
     for i, result in enumerate(results):
         final = result.history[-1]
         mine = exported if lanes is None else {k: v[i] for k, v in exported.items()}
-        # with the input normalisation, the parameters alone reproduce the network (backends.jets)
+        # with the input normalisation, the parameters alone reproduce the network (gradpath.backends.jets)
         result.params = {**mine, "norm_mu": starts[i].mu, "norm_sigma": starts[i].sigma}
         result.summary = {
             "steps": done[i],

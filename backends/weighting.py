@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backends.init import weight_keys
-from problems.errors import unknown_choice
+from gradpath.backends.init import weight_keys
+from gradpath.problems.errors import unknown_choice
 
 Grads = list[dict[str, Any]]  # one gradient dict per term, residual first
 

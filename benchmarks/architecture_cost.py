@@ -24,9 +24,9 @@ WIDTHS, DEPTHS = (30, 50, 100), (3, 5, 7)
 
 def measure(backend: str, method: str, width: int, depth: int, lanes: int, steps: int) -> dict:
     """Median ms per vectorised step of ``lanes`` seeds of one Helmholtz configuration."""
-    from backends.settings import TrainSettings
-    from backends.training import train_seeds
-    from problems import get_problem
+    from gradpath.backends.settings import TrainSettings
+    from gradpath.backends.training import train_seeds
+    from gradpath.problems import get_problem
 
     settings = [TrainSettings(method=method, seed=s, steps=steps, log_every=min(100, steps), width=width, depth=depth,
                               compile="on")

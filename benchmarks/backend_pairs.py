@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.paper_comparison import seed_pairs
-from suite.restore import HISTORIES, RUNS
+from gradpath.suite.paper_comparison import seed_pairs
+from gradpath.suite.restore import HISTORIES, RUNS
 
-GATED = ("M3", "M4")  # methods on the gated network (backends.methods)
+GATED = ("M3", "M4")  # methods on the gated network (gradpath.backends.methods)
 
 
 def pairs(runs: pd.DataFrame, first: str = "jax", second: str = "torch", seeds: list[int] | None = None) -> pd.DataFrame:

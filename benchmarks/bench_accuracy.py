@@ -5,9 +5,9 @@ A change that makes training faster but wrong shows up here, not in bench_step.
 
 from __future__ import annotations
 
-from backends.training import train
+from gradpath.backends.training import train
 from benchmarks.inputs import METHODS, TARGETS, TIMEOUT, backend_for, settings_for
-from problems import get_problem
+from gradpath.problems import get_problem
 
 STEPS = 1000
 

@@ -2,7 +2,7 @@
 
 For each configuration, in fresh processes with an empty gradpath cache (so with empty
 compilation caches), this script trains ``--steps`` steps three times, once per route (compiled,
-traced, eager; ``backends.torch.compile_choice``), then once more compiled on the caches the first
+traced, eager; ``gradpath.backends.torch.compile_choice``), then once more compiled on the caches the first
 run filled, and reports:
 
 - the compiled route's warm-up split into make_fx tracing, ``torch.export``, and inductor's own
@@ -39,11 +39,11 @@ def _child(problem: str, method: str, params: dict, compile_: str, steps: int, r
     """One run in this fresh process; its timings, and for a compiled cold run inductor's stages."""
     import torch._dynamo.utils as dynamo_utils
 
-    import backends.torch.packages as packages
-    import backends.torch.trainer as trainer_module
-    from backends.settings import TrainSettings
-    from backends.training import train
-    from problems import get_problem
+    import gradpath.backends.torch.packages as packages
+    import gradpath.backends.torch.trainer as trainer_module
+    from gradpath.backends.settings import TrainSettings
+    from gradpath.backends.training import train
+    from gradpath.problems import get_problem
 
     timed: dict[str, float] = {"make_fx": 0.0, "export": 0.0, "aoti_compile_and_package": 0.0}
 

@@ -23,11 +23,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from backends import get_backend
-from backends.replay import replay
-from backends.settings import TrainSettings
-from backends.training import train
-from problems import get_problem
+from gradpath.backends import get_backend
+from gradpath.backends.replay import replay
+from gradpath.backends.settings import TrainSettings
+from gradpath.backends.training import train
+from gradpath.problems import get_problem
 
 
 def correctness(backends: list[str]) -> list[dict]:

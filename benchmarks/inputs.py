@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from backends import get_backend
-from backends.data import draw_batches, seed_start
-from backends.settings import TrainSettings
-from problems import get_problem
-from problems.core import Problem
-from problems.errors import UsageError
+from gradpath.backends import get_backend
+from gradpath.backends.data import draw_batches, seed_start
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems import get_problem
+from gradpath.problems.core import Problem
+from gradpath.problems.errors import UsageError
 
 SEED = 0
 PROBLEMS = ["helmholtz", "klein-gordon"]

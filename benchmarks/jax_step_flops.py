@@ -7,7 +7,7 @@ the measured step time, and their quotient, for one seed and for seeds vectorise
 A case is a problem, or ``cavity:FORM`` for one form of the cavity. For each case the step is
 compiled twice (one seed; ``--lanes`` seeds vectorised), and each compiled chunk of ``--steps``
 steps is timed ``--repeats`` times; the median is reported. The flop count is XLA's cost analysis
-of the compiled step (backends.jax.trainer.JaxTrainer.step_flops). It counts every floating-point
+of the compiled step (gradpath.backends.jax.trainer.JaxTrainer.step_flops). It counts every floating-point
 operation, elementwise ones included, so GFLOP/s here is a rate of the whole step, not a GEMM rate.
 
 Why it exists: vectorising seeds gains little in JAX on the cavity's psi-p form, where PyTorch gains
@@ -30,7 +30,7 @@ import numpy as np
 
 def _case(name: str):
     """The problem a case names: a problem name, or ``cavity:FORM``."""
-    from problems import get_problem
+    from gradpath.problems import get_problem
 
     problem, _, form = name.partition(":")
     return get_problem(problem, form=form) if form else get_problem(problem)
@@ -38,9 +38,9 @@ def _case(name: str):
 
 def _compiled(case: str, method: str, lanes: int | None, steps: int):
     """A warmed-up trainer for ``case``, its initial state and a chunk of ``steps`` batches."""
-    from backends.data import draw_batches, initial_arrays, seed_start
-    from backends.jax.trainer import JaxTrainer
-    from backends.settings import TrainSettings
+    from gradpath.backends.data import draw_batches, initial_arrays, seed_start
+    from gradpath.backends.jax.trainer import JaxTrainer
+    from gradpath.backends.settings import TrainSettings
 
     problem = _case(case)
     settings = TrainSettings(method=method, steps=steps, log_every=steps, device="cpu")
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             for row in measure(case, args.method, args.lanes, args.steps, args.repeats)]
     import jax
 
-    from backends.devices import cpu_name
+    from gradpath.backends.devices import cpu_name
 
     lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()}, jax {jax.__version__}, "
              f"XLA_FLAGS={os.environ['XLA_FLAGS']}; chunks of {args.steps} steps, median of {args.repeats}.", "",

@@ -6,9 +6,9 @@
 For each backend and method, in fresh processes one after the other (so neither inherits the
 other's compiled code or caches, and peaks are per process):
 
-- ``sequential``: ``--seeds`` runs of ``backends.training.train``, one after the other, each
+- ``sequential``: ``--seeds`` runs of ``gradpath.backends.training.train``, one after the other, each
   compiling its own step (as ``--lanes 1`` campaigns do, minus process start-up);
-- ``vectorised``: the same seeds in one ``backends.training.train_seeds`` call (``--lanes N``).
+- ``vectorised``: the same seeds in one ``gradpath.backends.training.train_seeds`` call (``--lanes N``).
 
 It prints and writes the wall time of each (compile, training and evaluation: what a user
 waits for), the training time alone, the step time per seed, and the ratios sequential /
@@ -29,9 +29,9 @@ from pathlib import Path
 
 def _child(mode: str, backend: str, method: str, seeds: int, steps: int, device: str) -> dict:
     """One measurement, in this (fresh) process."""
-    from backends.settings import TrainSettings
-    from backends.training import train, train_seeds
-    from problems import get_problem
+    from gradpath.backends.settings import TrainSettings
+    from gradpath.backends.training import train, train_seeds
+    from gradpath.problems import get_problem
 
     problem = get_problem("helmholtz")
     settings = [TrainSettings(method=method, seed=s, steps=steps, log_every=min(500, steps), device=device,

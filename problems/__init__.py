@@ -13,17 +13,17 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from problems.core import Problem as Problem
-from problems.core import Term as Term
-from problems.errors import UsageError as UsageError
-from problems.errors import plugin_failed, unknown_choice
-from problems.geometry import Box as Box
+from gradpath.problems.core import Problem as Problem
+from gradpath.problems.core import Term as Term
+from gradpath.problems.errors import UsageError as UsageError
+from gradpath.problems.errors import plugin_failed, unknown_choice
+from gradpath.problems.geometry import Box as Box
 
 BUILTIN: dict[str, str] = {
-    "helmholtz": "problems.helmholtz:Helmholtz",
-    "klein-gordon": "problems.klein_gordon:KleinGordon",
-    "poisson1d": "problems.poisson1d:Poisson1D",
-    "cavity": "problems.cavity:Cavity",
+    "helmholtz": "gradpath.problems.helmholtz:Helmholtz",
+    "klein-gordon": "gradpath.problems.klein_gordon:KleinGordon",
+    "poisson1d": "gradpath.problems.poisson1d:Poisson1D",
+    "cavity": "gradpath.problems.cavity:Cavity",
 }
 
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from problems.cavity_reference import check_case, velocity_at
-from problems.core import Problem, Term, relative_l2
-from problems.errors import unknown_choice
-from problems.geometry import Box
+from gradpath.problems.cavity_reference import check_case, velocity_at
+from gradpath.problems.core import Problem, Term, relative_l2
+from gradpath.problems.errors import unknown_choice
+from gradpath.problems.geometry import Box
 
 UNIT = Box((0.0, 0.0), (1.0, 1.0))
 FORMS = {
@@ -35,7 +35,7 @@ class Cavity(Problem):
         ``u-v-p`` has no published code and follows eq. 62 (no 1/2). The metric of the authors'
         code is a ratio of *spectral* norms of |u| on the 100 x 100 grid (``rel_spectral``, the
         primary metric); the plain relative L2 (Frobenius, ``rel_l2``) is recorded beside it.
-        The reference is computed by our own finite-difference solver (problems.cavity_reference).
+        The reference is computed by our own finite-difference solver (gradpath.problems.cavity_reference).
     """
 
     Re: float = 100.0

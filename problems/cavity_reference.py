@@ -31,8 +31,8 @@ import scipy.sparse as sp
 from scipy.interpolate import RectBivariateSpline
 from scipy.sparse.linalg import splu
 
-from problems.cache import user_cache_dir
-from problems.errors import UsageError
+from gradpath.problems.cache import user_cache_dir
+from gradpath.problems.errors import UsageError
 
 SOLVER_VERSION = "cavity-psi-omega-woods-newton/1"
 TOL = 1e-9  # max-norm of the row-scaled residual (units of psi and omega); roundoff sits near 1e-13
@@ -248,7 +248,7 @@ def solve_cavity(re: float, n: int, *, tol: float = TOL, max_steps: int = MAX_ST
 
 
 def cache_dir() -> Path:
-    """Where reference solutions are cached: gradpath's user cache folder (:mod:`problems.cache`)."""
+    """Where reference solutions are cached: gradpath's user cache folder (:mod:`gradpath.problems.cache`)."""
     return user_cache_dir()
 
 

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from problems.errors import UsageError
-from problems.geometry import Box
+from gradpath.problems.errors import UsageError
+from gradpath.problems.geometry import Box
 
 Array = Any  # an array of whichever namespace ``xp`` the backend passes in
 Misfit = Callable[[Any, Array, Mapping[str, Array]], "Array | tuple[Array, ...]"]

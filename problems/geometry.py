@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from problems.errors import UsageError
+from gradpath.problems.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from math import pi
 
 import numpy as np
 
-from problems.core import Problem, Term
-from problems.geometry import Box
+from gradpath.problems.core import Problem, Term
+from gradpath.problems.geometry import Box
 
 SQUARE = Box((-1.0, -1.0), (1.0, 1.0))
 

@@ -7,9 +7,9 @@ from math import pi
 
 import numpy as np
 
-from problems.core import Problem, Term
-from problems.errors import UsageError
-from problems.geometry import Box
+from gradpath.problems.core import Problem, Term
+from gradpath.problems.errors import UsageError
+from gradpath.problems.geometry import Box
 
 UNIT = Box((0.0, 0.0), (1.0, 1.0))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from problems.core import Problem, Term
-from problems.geometry import Box
+from gradpath.problems.core import Problem, Term
+from gradpath.problems.geometry import Box
 
 INTERVAL = Box((0.0,), (1.0,))
 

@@ -1,5 +1,5 @@
 """``python -m suite`` is the ``gradpath`` command."""
 
-from suite.cli import main
+from gradpath.suite.cli import main
 
 raise SystemExit(main())

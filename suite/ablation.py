@@ -1,8 +1,8 @@
 """REPORT.md's "Ablations" section: each cell that changes one setting of a baseline cell, beside it.
 
-A *variant* is a cell (:func:`suite.tables.cell_stats`) that equals another cell, its *baseline*,
+A *variant* is a cell (:func:`gradpath.suite.tables.cell_stats`) that equals another cell, its *baseline*,
 in every configuration column but one, where the baseline holds that setting's default (the
-paper's, i.e. :class:`backends.settings.TrainSettings`' default or the problem's own for
+paper's, i.e. :class:`gradpath.backends.settings.TrainSettings`' default or the problem's own for
 ``weighting``, ``width``, ``depth`` and its parameters). Width, depth and problem parameters count
 only when the variant is a configuration the paper did not run (e.g. depth 4 for the "4 hidden
 layers" wording), so that Table 2's other rows or the u-v-p cavity are never read as ablations. Seeds, devices and other
@@ -10,7 +10,7 @@ bookkeeping columns are not settings here.
 
 Per variant: both means (the paper's statistic) and the baseline's paper value, so one row says
 whether a paper-vs-code difference moves the error onto the paper; and the comparison of
-:mod:`suite.method_comparison`: the ratio of geometric means with its 95% bootstrap interval, paired
+:mod:`gradpath.suite.method_comparison`: the ratio of geometric means with its 95% bootstrap interval, paired
 by seed (Wilcoxon signed-rank on log error) where variant and baseline draw the same initial weights,
 as every change of the annealing rule, optimiser, precision or gate form does, and unpaired
 (Mann-Whitney U) where the parameter shapes differ (a depth, a width); the probability that the variant ends lower; and
@@ -25,12 +25,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from backends.settings import TrainSettings
-from problems import problem_class
-from suite.method_comparison import compare_cells, comparison_columns, p_text, ratio_text
-from suite.paper_comparison import FACTOR, configuration_label, sci
-from suite.statistics import adjust_pvalues
-from suite.tables import config_columns, is_missing, same_value
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems import problem_class
+from gradpath.suite.method_comparison import compare_cells, comparison_columns, p_text, ratio_text
+from gradpath.suite.paper_comparison import FACTOR, configuration_label, sci
+from gradpath.suite.statistics import adjust_pvalues
+from gradpath.suite.tables import config_columns, is_missing, same_value
 
 # columns that tell runs apart without being a setting one would ablate
 NOT_SETTINGS = ("seed", "layers", "device", "compile", "log_every", "backend", "problem", "method")
@@ -58,7 +58,7 @@ def _shown(value: object) -> str:
 
 def variants(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> pd.DataFrame:
     """One row per (variant, baseline) pair: the changed setting, both cells' statistics and the
-    comparison (``errors``: :func:`suite.tables.errors_by_cell`, keyed by the cells' index)."""
+    comparison (``errors``: :func:`gradpath.suite.tables.errors_by_cell`, keyed by the cells' index)."""
     rows = []
     for problem, frame in cells.groupby("problem", sort=False):
         frame = frame[frame["n"] > 0]

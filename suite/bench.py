@@ -1,6 +1,6 @@
 """``gradpath bench``: backend x method x problem side by side, one fresh process per configuration.
 
-Each configuration trains through the shared loop (``backends.training.train``: compile in the
+Each configuration trains through the shared loop (``gradpath.backends.training.train``: compile in the
 trainer's warm-up, then device-synchronised chunks of ``--log-every`` steps) in a process of its
 own, so compile caches and peak memory do not leak from one row into the next. Rows run one at a
 time, interleaved over repeats, so every row sees the same machine. The table gives the median and
@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from problems.errors import UsageError
-from suite.record import writable_directory
-from suite.bench_report import DEEPXDE_FRAMEWORK, DEEPXDE_GOAL, TARGET_PROBLEM, markdown, ratios, targets, write_report
+from gradpath.problems.errors import UsageError
+from gradpath.suite.record import writable_directory
+from gradpath.suite.bench_report import DEEPXDE_FRAMEWORK, DEEPXDE_GOAL, TARGET_PROBLEM, markdown, ratios, targets, write_report
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,10 @@ def _peak_device_bytes(backend: str, device: str) -> int | None:
 
 def measure(config: Config) -> dict[str, Any]:
     """Train ``config`` once in this process and return its timings and memory (the worker's job)."""
-    from backends import get_backend
-    from backends.settings import TrainSettings
-    from backends.training import train
-    from problems import get_problem
+    from gradpath.backends import get_backend
+    from gradpath.backends.settings import TrainSettings
+    from gradpath.backends.training import train
+    from gradpath.problems import get_problem
 
     impl = get_backend(config.backend)  # imports the framework: not part of the memory delta
     device = impl.resolve_device(config.device)
@@ -124,7 +124,7 @@ def _row(config: Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _choices(values: Sequence[str] | None, default: Sequence[str], valid: Sequence[str], kind: str) -> list[str]:
     """Repeatable, comma-separated option values, checked against ``valid``."""
-    from problems.errors import unknown_choice
+    from gradpath.problems.errors import unknown_choice
 
     out = [v.strip() for value in (values or default) for v in value.split(",") if v.strip()]
     for v in out:
@@ -141,7 +141,7 @@ def deepxde_available() -> bool:
 
 
 def compare_deepxde(rows: list[dict[str, Any]], steps: int, log_every: int, device: str) -> list[dict[str, Any]]:
-    """DeepXDE's ms/step on the same Helmholtz setup, per framework, beside our M1 (see suite.bench_deepxde)."""
+    """DeepXDE's ms/step on the same Helmholtz setup, per framework, beside our M1 (see gradpath.suite.bench_deepxde)."""
     out = []
     for backend, framework in DEEPXDE_FRAMEWORK.items():
         ours = next((r for r in rows if r["problem"] == TARGET_PROBLEM and r["method"] == "M1"
@@ -150,7 +150,7 @@ def compare_deepxde(rows: list[dict[str, Any]], steps: int, log_every: int, devi
             continue
         payload = {"steps": steps, "chunk": log_every, "device": ours["device"]}
         try:
-            theirs = run_in_subprocess("suite.bench_deepxde", payload, env={"DDE_BACKEND": framework})
+            theirs = run_in_subprocess("gradpath.suite.bench_deepxde", payload, env={"DDE_BACKEND": framework})
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(f"deepxde {framework}: not measured ({exc})", file=sys.stderr)
             continue
@@ -164,7 +164,7 @@ def compare_deepxde(rows: list[dict[str, Any]], steps: int, log_every: int, devi
 
 
 def _machine() -> dict[str, Any]:
-    from backends.devices import cpu_name
+    from gradpath.backends.devices import cpu_name
 
     return {"cpu": cpu_name(), "cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
@@ -178,7 +178,7 @@ def bench(problems: list[str], methods: list[str], backends: list[str], *, steps
     machine = _machine()
     for repeat in range(repeats):
         for c in configs:
-            runs[c].append(run_in_subprocess("suite.bench", asdict(c)))
+            runs[c].append(run_in_subprocess("gradpath.suite.bench", asdict(c)))
             r = runs[c][-1]
             print(f"[{repeat + 1}/{repeats}] {c.problem} {c.method} {c.backend} {r['device']}: "
                   f"{statistics.median(r['chunk_ms']) if r['chunk_ms'] else float('nan'):.3f} ms/step, "
@@ -223,16 +223,16 @@ def add_bench_command(commands: argparse._SubParsersAction, positive_int) -> Non
 
 
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from backends import backend_status, get_backend
-    from backends.methods import METHODS
-    from backends.settings import DEVICES
-    from problems import problem_names
+    from gradpath.backends import backend_status, get_backend
+    from gradpath.backends.methods import METHODS
+    from gradpath.backends.settings import DEVICES
+    from gradpath.problems import problem_names
 
     backends = _choices(args.backend, ["jax", "torch"], list(backend_status()), "backend")
     methods = _choices(args.method, list(METHODS), list(METHODS), "method")
     problems = _choices(args.problem, [TARGET_PROBLEM], problem_names(), "problem")
     if args.device not in DEVICES:
-        from problems.errors import unknown_choice
+        from gradpath.problems.errors import unknown_choice
         raise unknown_choice("device", args.device, DEVICES)
     for b in backends:  # not installed, or --device cuda without a GPU: a usage error before any run
         get_backend(b).resolve_device(args.device)
@@ -250,8 +250,8 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_ttfr(args: argparse.Namespace, problems: list[str], methods: list[str], backends: list[str]) -> int:
-    from suite.bench_ttfr import markdown as ttfr_markdown
-    from suite.bench_ttfr import time_to_first_result
+    from gradpath.suite.bench_ttfr import markdown as ttfr_markdown
+    from gradpath.suite.bench_ttfr import time_to_first_result
 
     if args.device != "auto" or args.repeats != 1 or args.deepxde:
         raise UsageError("--time-to-first-result times one fresh process per row on the default device; "
@@ -268,7 +268,7 @@ def _cmd_ttfr(args: argparse.Namespace, problems: list[str], methods: list[str],
 
 
 def _worker(argv: Sequence[str]) -> None:
-    """``python -m suite.bench CONFIG_JSON OUT_JSON``: measure one configuration in this fresh process."""
+    """``python -m gradpath.suite.bench CONFIG_JSON OUT_JSON``: measure one configuration in this fresh process."""
     payload, out = argv
     Path(out).write_text(json.dumps(measure(Config(**json.loads(payload)))))
 

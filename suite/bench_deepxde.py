@@ -1,7 +1,7 @@
 """DeepXDE's time per step on gradpath's Helmholtz benchmark, for ``gradpath bench`` (``--deepxde``).
 
-    DDE_BACKEND=pytorch python -m suite.bench_deepxde '{"steps": 2000, "chunk": 100, "device": "cpu"}' out.json
-    DDE_BACKEND=jax     python -m suite.bench_deepxde '{...}' out.json
+    DDE_BACKEND=pytorch python -m gradpath.suite.bench_deepxde '{"steps": 2000, "chunk": 100, "device": "cpu"}' out.json
+    DDE_BACKEND=jax     python -m gradpath.suite.bench_deepxde '{...}' out.json
 
 One framework per process: DeepXDE chooses its backend once, at import, from ``DDE_BACKEND``
 (set explicitly, or its first import writes a config file into the home folder). Needs the

@@ -2,7 +2,7 @@
 
 Each row is one real ``gradpath run`` in a fresh process, timed from before the process starts:
 to its first history row (interpreter start, imports, reference, compile and the first chunk of
-steps) and to its end. Compilation caches are gradpath's own (:mod:`backends.compile_cache`)
+steps) and to its end. Compilation caches are gradpath's own (:mod:`gradpath.backends.compile_cache`)
 in a temporary ``GRADPATH_CACHE``: ``empty`` rows start from nothing, ``warm`` rows repeat the
 configuration on the caches that a compiled run of it filled. Rows run one after another, so
 every row sees the same machine; ratios against JAX come from the same invocation.
@@ -44,7 +44,7 @@ def time_run(problem: str, method: str, backend: str, compile_: str, steps: int,
            if k not in ("TORCHINDUCTOR_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR", "GRADPATH_COMPILE_CACHE")}
     env["GRADPATH_CACHE"] = str(cache)
     with tempfile.TemporaryDirectory(prefix="gradpath-ttfr-") as out:
-        cmd = [sys.executable, "-m", "suite", "run", problem, "--method", method, "--backend", backend,
+        cmd = [sys.executable, "-m", "gradpath.suite", "run", problem, "--method", method, "--backend", backend,
                "--iterations", str(steps), "--log-every", str(log_every), "--compile", compile_, "--out", out,
                "--quiet", "--checkpoint-every", "0"]
         t0 = time.perf_counter()
@@ -105,8 +105,8 @@ def _auto_plans(problem: str, method: str, warm_cache: Path | None) -> list[dict
     """What ``--compile auto`` chooses for each of :data:`PLAN_STEPS` steps, on empty and on warm caches."""
     code = ("import json, sys\n"
             "from backends import get_backend\n"
-            "from backends.settings import TrainSettings\n"
-            "from backends.torch.compile_choice import plan\n"
+            "from gradpath.backends.settings import TrainSettings\n"
+            "from gradpath.backends.torch.compile_choice import plan\n"
             "from problems import get_problem\n"
             "get_backend('torch')\n"  # places the inductor cache, as a run does
             "p = get_problem(sys.argv[1])\n"

@@ -1,7 +1,7 @@
 """``gradpath cache``: what gradpath keeps in its user cache folder, and ``gradpath cache clear`` to empty it.
 
-The folder (:func:`problems.cache.user_cache_dir`) holds only what can be recomputed: the cavity's
-reference solutions and the frameworks' compilation caches (:mod:`backends.compile_cache`).
+The folder (:func:`gradpath.problems.cache.user_cache_dir`) holds only what can be recomputed: the cavity's
+reference solutions and the frameworks' compilation caches (:mod:`gradpath.backends.compile_cache`).
 Clearing it costs time on the next run, never a result.
 """
 
@@ -12,9 +12,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from backends.compile_cache import compile_cache_dir
-from problems.cache import user_cache_dir
-from problems.errors import UsageError, unknown_choice
+from gradpath.backends.compile_cache import compile_cache_dir
+from gradpath.problems.cache import user_cache_dir
+from gradpath.problems.errors import UsageError, unknown_choice
 
 PARTS = ("jax", "torch", "cavity")  # what ``--only`` may name
 

@@ -18,7 +18,7 @@ A campaign file is data (read with tomllib, never executed)::
 
 A problem-parameter axis applies to the problems of its grid that have that parameter; the
 others get one run per combination of the remaining axes. Each run is a :class:`RunSpec` whose
-``key`` is :func:`suite.record.config_hash` of its resolved configuration, exactly as
+``key`` is :func:`gradpath.suite.record.config_hash` of its resolved configuration, exactly as
 ``gradpath run`` computes it, so both find the same record.
 """
 
@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends import BUILTIN as BUILTIN_BACKENDS
-from backends import backend_status
-from backends.settings import TrainSettings, applicable
-from problems import get_problem, problem_class
-from problems.errors import UsageError, unknown_choice
-from suite.record import config_hash, run_name
+from gradpath.backends import BUILTIN as BUILTIN_BACKENDS
+from gradpath.backends import backend_status
+from gradpath.backends.settings import TrainSettings, applicable
+from gradpath.problems import get_problem, problem_class
+from gradpath.problems.errors import UsageError, unknown_choice
+from gradpath.suite.record import config_hash, run_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -298,12 +298,12 @@ def _describe(params: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
 
 
 def load_campaign(source: str) -> Campaign:
-    """The campaign named by ``source``: a preset name (see :mod:`suite.presets`) or a TOML file.
+    """The campaign named by ``source``: a preset name (see :mod:`gradpath.suite.presets`) or a TOML file.
 
     Raises:
         UsageError: an unknown preset, a missing or malformed file, an invalid campaign.
     """
-    from suite.presets import PRESETS, preset_data
+    from gradpath.suite.presets import PRESETS, preset_data
 
     path = Path(source)
     if source in PRESETS:

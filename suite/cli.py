@@ -20,27 +20,27 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from backends import get_backend, training
-from backends.checkpoint import Checkpoint, CheckpointMismatch
-from backends.settings import COMPILE_CHOICES, TrainSettings
-from backends.training import TrainResult
-from problems import Problem, get_problem
-from problems.errors import UsageError
-from suite.bench import add_bench_command
-from suite.cache_command import add_cache_command
-from suite.campaign import RunSpec, expand, load_campaign
-from suite.execute import CHECKPOINT_EVERY, DEFAULT_LANES, CampaignResult, run_campaign
-from suite.executors import EXECUTORS, make_executor
-from suite.listing import listing
-from suite.manifest import manifest
-from suite.presets import PRESETS
-from suite.progress import Progress
-from suite.diagnose_command import add_diagnose_command
-from suite.reference import add_reference_command
-from suite.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name, writable_directory
-from suite.recording import Recording, terminate_as_interrupt
-from suite.resources import check_memory, is_out_of_memory
-from suite.store import DEFAULT_STORE, Store, gather, write_tables
+from gradpath.backends import get_backend, training
+from gradpath.backends.checkpoint import Checkpoint, CheckpointMismatch
+from gradpath.backends.settings import COMPILE_CHOICES, TrainSettings
+from gradpath.backends.training import TrainResult
+from gradpath.problems import Problem, get_problem
+from gradpath.problems.errors import UsageError
+from gradpath.suite.bench import add_bench_command
+from gradpath.suite.cache_command import add_cache_command
+from gradpath.suite.campaign import RunSpec, expand, load_campaign
+from gradpath.suite.execute import CHECKPOINT_EVERY, DEFAULT_LANES, CampaignResult, run_campaign
+from gradpath.suite.executors import EXECUTORS, make_executor
+from gradpath.suite.listing import listing
+from gradpath.suite.manifest import manifest
+from gradpath.suite.presets import PRESETS
+from gradpath.suite.progress import Progress
+from gradpath.suite.diagnose_command import add_diagnose_command
+from gradpath.suite.reference import add_reference_command
+from gradpath.suite.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name, writable_directory
+from gradpath.suite.recording import Recording, terminate_as_interrupt
+from gradpath.suite.resources import check_memory, is_out_of_memory
+from gradpath.suite.store import DEFAULT_STORE, Store, gather, write_tables
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OUT_OF_MEMORY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = {EXIT_OK: "success", EXIT_FAILED: "the run diverged, or a campaign run failed",
@@ -387,7 +387,7 @@ def _results_dir(args: argparse.Namespace, campaign: Any) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from suite.report import build_report
+    from gradpath.suite.report import build_report
 
     campaign, _ = _plan(args.preset)
     writable_directory(_results_dir(args, campaign))  # before training, not after it
@@ -398,7 +398,7 @@ def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from suite.report import build_report
+    from gradpath.suite.report import build_report
 
     campaign, specs = _plan(args.preset)
     store = Store(args.store, create=False)
@@ -413,7 +413,7 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from suite.restore import restore
+    from gradpath.suite.restore import restore
 
     campaign, specs = _plan(args.preset)
     source = args.results or f"results/{campaign.name}"  # the published tables

@@ -1,4 +1,4 @@
-"""``gradpath diagnose``: the diagnostics presets of :mod:`suite.diagnostics` and the histograms a run recorded."""
+"""``gradpath diagnose``: the diagnostics presets of :mod:`gradpath.suite.diagnostics` and the histograms a run recorded."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from problems.errors import UsageError, unknown_choice
-from suite.diagnostics import PRESETS, get_experiment, run_experiment
-from suite.record import load_gradients, writable_directory
+from gradpath.problems.errors import UsageError, unknown_choice
+from gradpath.suite.diagnostics import PRESETS, get_experiment, run_experiment
+from gradpath.suite.record import load_gradients, writable_directory
 
 
 def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def cmd_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _plot_histograms(runs: Sequence[str], out: Path, step: int | None) -> int:
     """``gradpath diagnose histograms RUN_DIR...``: one figure of the runs' recorded gradient histograms."""
-    from suite.diagnostic_plots import histogram_figure
+    from gradpath.suite.diagnostic_plots import histogram_figure
 
     if not runs:
         raise UsageError("histograms needs at least one run directory with a gradients.npz (gradpath run records one)")

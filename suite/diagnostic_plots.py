@@ -24,8 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from backends.diagnostics import HIST_EDGES, GradientRecord, histogram_quantile
-from suite.plots import DPI, STYLE
+from gradpath.backends.diagnostics import HIST_EDGES, GradientRecord, histogram_quantile
+from gradpath.suite.plots import DPI, STYLE
 
 LOSS_LABELS = {"total": "total loss L", "residual": "L_r", "boundary": "L_ub", "initial": "L_u0"}
 

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from suite.diagnostic_plots import LOSS_LABELS, histogram_figure, losses_figure, sigma_max_figure, spectrum_figure
-from suite.record import write_json
+from gradpath.suite.diagnostic_plots import LOSS_LABELS, histogram_figure, losses_figure, sigma_max_figure, spectrum_figure
+from gradpath.suite.record import write_json
 
 CLAIMS = {
     "fig3": "Fig. 3: the residual gradients grow with C and dominate the boundary gradients more and more "
@@ -354,7 +354,7 @@ def write_report(experiment: Any, results: Sequence[dict[str, Any]], out: Path, 
     """Write the figures, ``numbers.json`` and ``README.md`` of a finished preset into ``out``.
 
     Args:
-        results: every run of every seed, as :func:`suite.diagnostics.run_one` returns them (with ``seed``).
+        results: every run of every seed, as :func:`gradpath.suite.diagnostics.run_one` returns them (with ``seed``).
         seeds: the seeds the results hold (default: read from them); missing_seeds: seeds asked
             for but without complete runs (named in the README and in ``numbers.json``).
     """

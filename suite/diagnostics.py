@@ -1,10 +1,10 @@
 """Gradient-pathology experiments of the paper as presets: ``gradpath diagnose fig3|fig4|fig5|fig11``
-(the command itself: :mod:`suite.diagnose_command`).
+(the command itself: :mod:`gradpath.suite.diagnose_command`).
 
 Each preset trains one or more runs through the Trainer protocol (init, warmup, train, gradients,
 export) with the paper's settings, and at chosen steps records the per-layer gradient statistics
 and histograms of every loss term and the largest Hessian eigenvalue sigma_max of the total loss
-and of each term (backends.diagnostics). It writes under ``--out`` (default ``results/diagnostics/<preset>``):
+and of each term (gradpath.backends.diagnostics). It writes under ``--out`` (default ``results/diagnostics/<preset>``):
 one directory per run and seed (``history.csv``, ``gradients.npz``, ``spectra.npz`` where dense
 spectra were taken, ``params.npz``, ``summary.json``; see :func:`run_directory`), the figures
 (PNG), ``numbers.json`` and a README.md with the measured ratios beside the paper's claims.
@@ -35,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from backends import get_backend
-from backends.data import draw_batches, seed_start
-from backends.diagnostics import (PARAMETER_SETS, GradientRecord, dense_spectrum, gradient_histograms,
+from gradpath.backends import get_backend
+from gradpath.backends.data import draw_batches, seed_start
+from gradpath.backends.diagnostics import (PARAMETER_SETS, GradientRecord, dense_spectrum, gradient_histograms,
                                   gradient_statistics, hessian_operator, largest_eigenvalue, parameter_keys, weighted)
-from backends.settings import TrainSettings
-from problems import get_problem
-from problems.errors import UsageError, require_positive, unknown_choice
-from suite.record import GRADIENTS, PARAMS, load_gradients, replace_atomically, save_gradients, write_json
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems import get_problem
+from gradpath.problems.errors import UsageError, require_positive, unknown_choice
+from gradpath.suite.record import GRADIENTS, PARAMS, load_gradients, replace_atomically, save_gradients, write_json
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def checkpoint(trainer: Any, state: Any, problem: Any, batch: list[np.ndarray], 
 
     Returns:
         History columns (gradient statistics of grad(lambda_i L_i) per layer and term, see
-        :func:`backends.diagnostics.gradient_statistics`; ``sigma_max_<loss>`` per Hessian term;
+        :func:`gradpath.backends.diagnostics.gradient_statistics`; ``sigma_max_<loss>`` per Hessian term;
         ``lanczos_products`` in total), the ``(n_terms, n_keys, N_BINS)`` histograms (or None) and
         the loss weights lambda in force.
     """
@@ -338,7 +338,7 @@ def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = 
     Returns:
         The output directory.
     """
-    from suite.diagnostic_report import write_report  # plotting only when a report is written
+    from gradpath.suite.diagnostic_report import write_report  # plotting only when a report is written
 
     experiment = get_experiment(name)
     if parameter_set not in PARAMETER_SETS:

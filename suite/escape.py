@@ -68,9 +68,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from problems import problem_class
-from suite.paper_comparison import measured_cells
-from suite.tables import cell_groups
+from gradpath.problems import problem_class
+from gradpath.suite.paper_comparison import measured_cells
+from gradpath.suite.tables import cell_groups
 
 THRESHOLD = 0.5  # relative error: half-way from u = 0 (error 1) to the solution
 VIOLATING_ERROR = 1.0
@@ -79,7 +79,7 @@ TRIVIAL_ERROR_TOLERANCE = 0.05
 TRIVIAL_BOUNDARY_LOSS = 1e-3
 LATE_FRACTION = 0.5
 MIN_JUDGED_STEPS = 10_000
-BOUNDARY_LOSS = "loss_boundary"  # the history's unweighted boundary loss (backends.training logs loss_<term>)
+BOUNDARY_LOSS = "loss_boundary"  # the history's unweighted boundary loss (gradpath.backends.training logs loss_<term>)
 PHASES = {"violating": "boundary-violating", "trivial": "trivial (u = 0)"}  # column prefix -> name in the report
 
 

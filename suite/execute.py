@@ -2,16 +2,16 @@
 
 A job is a group of runs that differ only in their seed (:func:`seed_groups`, at most ``lanes``
 of them), trained together as one vectorised program by :func:`run_group` (in a worker
-process); :func:`run_campaign` feeds an executor (see :mod:`suite.executors`)
+process); :func:`run_campaign` feeds an executor (see :mod:`gradpath.suite.executors`)
 ``executor.slots`` jobs at a time and shows progress per run. A run that raises is recorded as
 ``failed`` with its message and the campaign goes on.
 Each worker watches its parent: if the campaign process is killed (even with SIGKILL) the worker
 exits within a second, leaving its run ``running`` on disk, which the next campaign redoes. Every
 ``CHECKPOINT_EVERY`` seconds a running job saves a checkpoint per run (``checkpoint.npz``), and the
-next campaign goes on from there instead of from step 0 (:mod:`backends.checkpoint`): a kill costs
+next campaign goes on from there instead of from step 0 (:mod:`gradpath.backends.checkpoint`): a kill costs
 minutes of training, not the job. A worker stops on SIGTERM as on Ctrl-C (its runs record
 ``interrupted`` and keep their checkpoints), and a job too large for the machine's memory
-(:func:`suite.resources.check_memory`, with its seeds vectorised) fails before it allocates anything.
+(:func:`gradpath.suite.resources.check_memory`, with its seeds vectorised) fails before it allocates anything.
 """
 
 from __future__ import annotations
@@ -29,18 +29,18 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from backends import get_backend, training
-from backends.checkpoint import Checkpoint, CheckpointMismatch
-from problems import get_problem
-from suite.campaign import RunSpec
-from suite.manifest import manifest
-from suite.record import DONE, SUMMARY, RunRecord, load_checkpoint, write_json
-from suite.recording import Recording, terminate_as_interrupt
-from suite.resources import check_memory
-from suite.store import Store
+from gradpath.backends import get_backend, training
+from gradpath.backends.checkpoint import Checkpoint, CheckpointMismatch
+from gradpath.problems import get_problem
+from gradpath.suite.campaign import RunSpec
+from gradpath.suite.manifest import manifest
+from gradpath.suite.record import DONE, SUMMARY, RunRecord, load_checkpoint, write_json
+from gradpath.suite.recording import Recording, terminate_as_interrupt
+from gradpath.suite.resources import check_memory
+from gradpath.suite.store import Store
 
 if TYPE_CHECKING:
-    from suite.executors import Executor
+    from gradpath.suite.executors import Executor
 
 
 # seeds per vectorised job: the paper's 10 seeds of one configuration train as one program
@@ -70,7 +70,7 @@ def run_one(spec: RunSpec, store_root: str, argv: Sequence[str]) -> dict[str, An
 
 
 def run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) -> list[dict[str, Any]]:
-    """Train runs that differ only in their seed together (:func:`backends.training.train_seeds`).
+    """Train runs that differ only in their seed together (:func:`gradpath.backends.training.train_seeds`).
 
     Each run is locked, skipped if done or held by another process, and gets its own record, as
     in :func:`run_one`; the ones left are trained as one vectorised program where the backend can.
@@ -278,7 +278,7 @@ def run_campaign(specs: Sequence[RunSpec], store: Store, executor: Executor, *, 
 
 
 def _main() -> int:
-    """``python -m suite.execute``: read ``{specs, store, argv}`` JSON on stdin, run them, print the outcomes' JSON list."""
+    """``python -m gradpath.suite.execute``: read ``{specs, store, argv}`` JSON on stdin, run them, print the outcomes' JSON list."""
     watch_parent(os.getppid())
     message = json.loads(sys.stdin.read())
     specs = [RunSpec(**spec) for spec in message["specs"]]

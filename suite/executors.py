@@ -1,6 +1,6 @@
 """Executors: where the runs of a campaign execute.
 
-An executor runs :func:`suite.execute.run_group` for a group of RunSpecs (runs that differ only in
+An executor runs :func:`gradpath.suite.execute.run_group` for a group of RunSpecs (runs that differ only in
 their seed) somewhere and hands back a future of their outcomes. It needs only ``slots`` (jobs at
 once), ``submit(specs, store_root, argv)``, ``wait(futures)``
 (the set done so far, blocking until at least one is) and ``close(cancel)``:
@@ -10,7 +10,7 @@ once), ``submit(specs, store_root, argv)``, ``wait(futures)``
   from one run into the next.
 - :class:`DaskExecutor`: a ``dask.distributed`` scheduler (``--executor dask --scheduler
   tcp://HOST:PORT``) or a local cluster on the loopback interface (``--executor dask-local
-  --workers N``). Each task starts ``python -m suite.execute`` on its worker, so runs are
+  --workers N``). Each task starts ``python -m gradpath.suite.execute`` on its worker, so runs are
   isolated there too. The store must be a directory every worker can write.
 
 Another executor (a batch queue, say) is one more small class with these four members.
@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
-from problems.errors import UsageError, unknown_choice
-from suite.campaign import RunSpec
-from suite.execute import run_group, watch_parent
+from gradpath.problems.errors import UsageError, unknown_choice
+from gradpath.suite.campaign import RunSpec
+from gradpath.suite.execute import run_group, watch_parent
 
 EXECUTORS = ("local", "dask", "dask-local")
 
@@ -151,9 +151,9 @@ def _specs_json(specs: Sequence[RunSpec]) -> str:
 
 
 def run_isolated(specs_json: str, store_root: str, argv: Sequence[str]) -> list[dict[str, Any]]:
-    """:func:`run_group` in a fresh ``python -m suite.execute`` process (for executors without process pools)."""
+    """:func:`run_group` in a fresh ``python -m gradpath.suite.execute`` process (for executors without process pools)."""
     message = json.dumps({"specs": json.loads(specs_json), "store": store_root, "argv": list(argv)})
-    done = subprocess.run([sys.executable, "-m", "suite.execute"], input=message, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "gradpath.suite.execute"], input=message, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])

@@ -5,22 +5,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from backends import backend_status
-from backends.adam import ADAM_FORMS
-from backends.methods import GATES, METHODS
-from backends.settings import COMPILE_CHOICES, TrainSettings
-from backends.weighting import WEIGHTINGS
-from problems import UsageError, problem_class, problem_sources
-from problems.errors import plugin_failed
+from gradpath.backends import backend_status
+from gradpath.backends.adam import ADAM_FORMS
+from gradpath.backends.methods import GATES, METHODS
+from gradpath.backends.settings import COMPILE_CHOICES, TrainSettings
+from gradpath.backends.weighting import WEIGHTINGS
+from gradpath.problems import UsageError, problem_class, problem_sources
+from gradpath.problems.errors import plugin_failed
 
-# backends.adam documents the two forms in its module Note; these are its one-line versions
+# gradpath.backends.adam documents the two forms in its module Note; these are its one-line versions
 ADAM_DESCRIPTIONS = {
     "standard": "eps added to sqrt(v_hat) (PyTorch, optax; default)",
     "tf1": "TensorFlow 1's 'epsilon hat': eps added to sqrt(v), bias correction in the step size (authors' code)",
 }
 
 
-# what each --compile choice does (backends.torch.compile_choice), for `gradpath list`
+# what each --compile choice does (gradpath.backends.torch.compile_choice), for `gradpath list`
 COMPILE_DESCRIPTIONS = {
     "auto": "the route expected to finish the run first: eager, traced or compiled (default)",
     "on": "compiled by inductor, kept as a package in gradpath's cache and loaded by later runs",

@@ -5,7 +5,7 @@ two cells that differ only in the method's loss weighting (M2 against M1 on the 
 against M3 on the gated one) or in one setting that leaves the network alone (an ablation of the
 annealing rule, say) start each seed from the same weights and see the same points: they are
 paired by seed. Cells on different networks (M4 against M1, another width or gate) are not.
-:func:`compare_cells` picks the test (:mod:`suite.statistics`); :func:`method_comparisons` builds
+:func:`compare_cells` picks the test (:mod:`gradpath.suite.statistics`); :func:`method_comparisons` builds
 REPORT.md's table of M2 vs M1, M4 vs M3 and the paper's headline M4 vs M1, with Benjamini-Hochberg
 q-values over the table.
 """
@@ -17,8 +17,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from backends.methods import METHODS
-from suite.statistics import Comparison, adjust_pvalues, paired_comparison, unpaired_comparison
+from gradpath.backends.methods import METHODS
+from gradpath.suite.statistics import Comparison, adjust_pvalues, paired_comparison, unpaired_comparison
 
 # (method, against): the paper's pairs. The first two share a network; the third is its headline.
 METHOD_PAIRS = (("M2", "M1"), ("M4", "M3"), ("M4", "M1"))
@@ -40,8 +40,8 @@ def shares_network(a: pd.Series, b: pd.Series) -> bool:
 
 
 def compare_cells(a: pd.Series, b: pd.Series, errors: dict[str, pd.Series]) -> Comparison:
-    """Cell ``a`` against cell ``b`` (rows of :func:`suite.tables.cell_stats`, whose index names them in
-    ``errors``, from :func:`suite.tables.errors_by_cell`): paired by seed where they share a network."""
+    """Cell ``a`` against cell ``b`` (rows of :func:`gradpath.suite.tables.cell_stats`, whose index names them in
+    ``errors``, from :func:`gradpath.suite.tables.errors_by_cell`): paired by seed where they share a network."""
     ea, eb = errors[a.name], errors[b.name]
     return paired_comparison(ea, eb) if shares_network(a, b) else unpaired_comparison(ea.to_numpy(), eb.to_numpy())
 
@@ -57,7 +57,7 @@ def comparison_columns(c: Comparison) -> dict[str, object]:
 def method_comparisons(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> pd.DataFrame:
     """One row per (configuration, backend, pair of :data:`METHOD_PAIRS`) with results for both methods,
     ``q_value``: Benjamini-Hochberg over every row of the table. ``cells`` carry a ``label`` column
-    (:func:`suite.paper_comparison.measured_cells`)."""
+    (:func:`gradpath.suite.paper_comparison.measured_cells`)."""
     rows = []
     for (label, backend), group in cells.groupby(["label", "backend"], sort=False):
         by = {m: cell for m, cell in ((c["method"], c) for _, c in group.iterrows())}

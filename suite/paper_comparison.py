@@ -1,8 +1,8 @@
 """REPORT.md's "Beside the paper" section: the headline factors, the consistency of each cell with the
 paper, the plain-language factor-2 count, the paired method comparisons, the two backends side by side
-and what the campaign cost, all computed from the per-cell statistics of suite.tables.
+and what the campaign cost, all computed from the per-cell statistics of gradpath.suite.tables.
 
-Each function takes the cells of :func:`suite.tables.cell_stats` (or the runs table) and returns
+Each function takes the cells of :func:`gradpath.suite.tables.cell_stats` (or the runs table) and returns
 markdown lines; nothing here reads the store or trains.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from suite.method_comparison import comparison_lines, method_comparisons, p_text
-from suite.record import DONE
-from suite.statistics import MIN_SEEDS_PAPER_TEST, unpaired_comparison
-from suite.tables import config_columns
+from gradpath.suite.method_comparison import comparison_lines, method_comparisons, p_text
+from gradpath.suite.record import DONE
+from gradpath.suite.statistics import MIN_SEEDS_PAPER_TEST, unpaired_comparison
+from gradpath.suite.tables import config_columns
 
 # a plain-language summary beside the consistency test: within this factor of the paper's value
 FACTOR = 2.0
@@ -96,7 +96,7 @@ def headline_lines(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> list[st
 
 def consistency_lines(cells: pd.DataFrame) -> list[str]:
     """Per backend: how many cells with enough seeds are consistent with the paper's value, higher or
-    lower (:func:`suite.statistics.paper_consistency`), the inconsistent ones listed, and how often
+    lower (:func:`gradpath.suite.statistics.paper_consistency`), the inconsistent ones listed, and how often
     the two backends reach the same verdict on the same cell."""
     m = measured_cells(cells)
     m = m[np.isfinite(m["paper"])]
@@ -292,7 +292,7 @@ def cost_lines(runs: pd.DataFrame) -> list[str]:
 
 
 def comparison_section(cells: pd.DataFrame, runs: pd.DataFrame, errors: dict[str, pd.Series]) -> str:
-    """The whole "Beside the paper" section of REPORT.md; ``errors`` from :func:`suite.tables.errors_by_cell`."""
+    """The whole "Beside the paper" section of REPORT.md; ``errors`` from :func:`gradpath.suite.tables.errors_by_cell`."""
     if cells.empty:
         return ""
     m = measured_cells(cells)

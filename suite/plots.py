@@ -1,8 +1,8 @@
 """The figures of a campaign report (seaborn on matplotlib's Agg canvas), each saved as PNG and PDF.
 
-Every figure is drawn from the runs table and long history of :func:`suite.store.gather`, and, for
+Every figure is drawn from the runs table and long history of :func:`gradpath.suite.store.gather`, and, for
 the solution fields, from the parameters each run saved (``params.npz``): the network is evaluated
-in numpy by the same jets the backends train with (:func:`backends.losses.derivatives`), so no
+in numpy by the same jets the backends train with (:func:`gradpath.backends.losses.derivatives`), so no
 framework is imported. A figure whose data is absent is not drawn; :func:`build_figures` returns a
 :class:`Skipped` line for it instead, which the report prints. A field plot is drawn only when the
 numpy prediction reproduces the error the run recorded.
@@ -40,14 +40,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import (FixedLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator,
                                NullFormatter, ScalarFormatter)
 
-from backends.data import seed_normalisation
-from backends.losses import derivatives
-from backends.methods import METHODS
-from problems import get_problem, problem_class
-from problems.core import Problem
-from problems.errors import UsageError
-from suite.record import CONFIG, DONE, PARAMS, write_json
-from suite.tables import METHOD_ORDER, SETTING_COLUMNS, cell_stats
+from gradpath.backends.data import seed_normalisation
+from gradpath.backends.losses import derivatives
+from gradpath.backends.methods import METHODS
+from gradpath.problems import get_problem, problem_class
+from gradpath.problems.core import Problem
+from gradpath.problems.errors import UsageError
+from gradpath.suite.record import CONFIG, DONE, PARAMS, write_json
+from gradpath.suite.tables import METHOD_ORDER, SETTING_COLUMNS, cell_stats
 
 METRIC_LABELS = {"rel_l2": "relative L2 error", "rel_spectral": "relative spectral-norm error"}
 SHORT_METRIC = {"rel_l2": "rel. L2", "rel_spectral": "rel. spectral"}
@@ -611,7 +611,7 @@ def solution_fields(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_
                 if chosen is None:
                     skipped.append(Skipped(f"{what}: {label}, {method}", "no complete run with a finite error"))
                     continue
-                if isinstance(chosen.get("restored_from"), str):  # suite.restore: no params.npz to draw from
+                if isinstance(chosen.get("restored_from"), str):  # gradpath.suite.restore: no params.npz to draw from
                     restored[method] = chosen
                     continue
                 try:
@@ -669,7 +669,7 @@ DRAWN = ".drawn.json"  # beside a solution-field figure: the runs it shows and i
 
 def _kept_fields(out: Path, name: str, title: str, restored: dict[str, pd.Series], drawable: bool) -> Result:
     """The solution-field figure an earlier build drew, when its median runs are now restored records
-    (:mod:`suite.restore`, no params.npz): kept as drawn if it shows exactly those runs, else skipped."""
+    (:mod:`gradpath.suite.restore`, no params.npz): kept as drawn if it shows exactly those runs, else skipped."""
     def why(method: str, run: pd.Series, more: str) -> Skipped:
         return Skipped(f"{title}, {method}", f"its median run `{run['name']}` was restored from "
                                              f"`{run['restored_from']}`, which keeps no parameters{more}")

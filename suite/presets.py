@@ -1,4 +1,4 @@
-"""Named campaigns, as data in the same shape as a campaign TOML file (see :mod:`suite.campaign`).
+"""Named campaigns, as data in the same shape as a campaign TOML file (see :mod:`gradpath.suite.campaign`).
 
 Presets are built when asked for, so ``smoke`` covers every problem registered at that moment
 (plugins included).
@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from backends import BUILTIN as BUILTIN_BACKENDS
-from backends import backend_status
-from backends.methods import METHODS
-from problems import problem_names
+from gradpath.backends import BUILTIN as BUILTIN_BACKENDS
+from gradpath.backends import backend_status
+from gradpath.backends.methods import METHODS
+from gradpath.problems import problem_names
 
 SEEDS = list(range(10))  # the paper reports the mean of 10 runs (Table 2)
 CAVITY_FORMS = ["psi-p", "u-v-p"]  # Fig. 18 (stream function) and Fig. 17 (velocity-pressure)

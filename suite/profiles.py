@@ -4,7 +4,7 @@ ordering across seeds (a REPORT.md section).
 A *performance profile* (Dolan & More 2002) of a method is the share of configurations on which its
 error is within a factor tau of the best method's, as a curve over tau; it compares M1-M4 over a whole
 table in one picture (a method that is best everywhere starts at 1 at tau = 1). Each cell's error is
-its geometric mean over seeds (:mod:`suite.statistics`), so one bad seed does not decide a curve.
+its geometric mean over seeds (:mod:`gradpath.suite.statistics`), so one bad seed does not decide a curve.
 
 *Rank stability*: on how many seeds the paper's ordering of the four methods in a configuration
 (from the paper's own values) holds exactly, the mean Kendall tau between a seed's ordering and the
@@ -22,10 +22,10 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
-from suite.paper_comparison import measured_cells
-from suite.plots import Figure, Result, Skipped
-from suite.statistics import performance_profile, rank_stability
-from suite.tables import METHOD_ORDER, cell_stats
+from gradpath.suite.paper_comparison import measured_cells
+from gradpath.suite.plots import Figure, Result, Skipped
+from gradpath.suite.statistics import performance_profile, rank_stability
+from gradpath.suite.tables import METHOD_ORDER, cell_stats
 
 TAUS = np.geomspace(1, 100, 201)
 NAME = "performance-profiles"
@@ -96,8 +96,8 @@ def performance_profiles(runs: pd.DataFrame, history: pd.DataFrame, out: Path, s
 
 def rank_table(errors: dict[str, pd.Series], cells: pd.DataFrame) -> pd.DataFrame:
     """Per (configuration, backend) with all four methods and the paper's four values: the paper's ordering,
-    ours by geometric means, and :func:`suite.statistics.rank_stability` over the seeds that ran all four
-    (``errors``: :func:`suite.tables.errors_by_cell`)."""
+    ours by geometric means, and :func:`gradpath.suite.statistics.rank_stability` over the seeds that ran all four
+    (``errors``: :func:`gradpath.suite.tables.errors_by_cell`)."""
     m = measured_cells(cells)
     rows = []
     for (label, backend), group in m.groupby(["label", "backend"], sort=False):

@@ -3,15 +3,15 @@
 Layout (``<out>/<problem>-<method>-<backend>-s<seed>-<hash>/``):
 
 - ``config.json``: the resolved configuration (problem, its parameters, backend, settings); its hash names the run.
-- ``manifest.json``: where and how the run ran (see :mod:`suite.manifest`).
+- ``manifest.json``: where and how the run ran (see :mod:`gradpath.suite.manifest`).
 - ``history.csv``: one row per log (``step, seconds, loss_<term>, weight_<term>``, metrics), written and
   flushed as each row arrives, so a killed run keeps everything it had logged.
-- ``summary.json``: the final summary of :func:`backends.training.train` plus ``status``: ``running``
+- ``summary.json``: the final summary of :func:`gradpath.backends.training.train` plus ``status``: ``running``
   while training, then ``complete``, ``diverged``, ``interrupted`` or ``failed``.
 - ``params.npz``: final parameters and ``loss_weights`` (complete and diverged runs).
 - ``gradients.npz``: per-layer gradient histograms of each loss term at chosen steps, when recorded
-  (:class:`backends.diagnostics.GradientRecord`; see :func:`save_gradients`).
-- ``checkpoint.npz``: while a run trains, the newest :class:`backends.checkpoint.Checkpoint`
+  (:class:`gradpath.backends.diagnostics.GradientRecord`; see :func:`save_gradients`).
+- ``checkpoint.npz``: while a run trains, the newest :class:`gradpath.backends.checkpoint.Checkpoint`
   (see :func:`save_checkpoint`), from which a killed run goes on; removed once the run is done.
 
 JSON files are replaced atomically (temporary file + ``os.replace``); non-finite floats become null.
@@ -32,17 +32,17 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from backends.checkpoint import Checkpoint
-from backends.diagnostics import GradientRecord
-from problems.errors import UsageError
+from gradpath.backends.checkpoint import Checkpoint
+from gradpath.backends.diagnostics import GradientRecord
+from gradpath.problems.errors import UsageError
 
 CONFIG, MANIFEST, HISTORY, SUMMARY, PARAMS = "config.json", "manifest.json", "history.csv", "summary.json", "params.npz"
 GRADIENTS, CHECKPOINT = "gradients.npz", "checkpoint.npz"
 DONE = ("complete", "diverged")  # the statuses of a finished run: nothing goes on from it
 STATUSES = ("running", *DONE, "interrupted", "failed")  # every status a summary.json may hold
-# The summary fields that gradpath writes (backends.training, suite.recording, suite.restore), by the
+# The summary fields that gradpath writes (gradpath.backends.training, gradpath.suite.recording, gradpath.suite.restore), by the
 # JSON type each holds where present; the primary metric's own field (``metric`` names it) is a number too.
-# A finished run whose summary breaks these is not done (suite.store.inspect_record): its numbers
+# A finished run whose summary breaks these is not done (gradpath.suite.store.inspect_record): its numbers
 # would reach the tables as text, or a run counted as complete would have no error to average.
 SUMMARY_NUMBERS = ("steps", "error", "train_seconds", "wall_seconds", "ms_per_step", "ms_per_step_mean",
                    "compile_seconds", "diverged_at_step", "vectorised_seeds")
@@ -243,7 +243,7 @@ class RunRecord:
                compilation: Mapping[str, Any] | None = None) -> None:
         """Close the history and flush it to disk, save ``params`` (if given) and write the summary with ``status``.
 
-        ``compilation`` (how the backend ran the steps, :attr:`backends.training.TrainResult.compilation`)
+        ``compilation`` (how the backend ran the steps, :attr:`gradpath.backends.training.TrainResult.compilation`)
         joins the manifest. The summary comes last: it must never announce history rows that a crash could still lose.
         """
         self.history.close()
@@ -323,7 +323,7 @@ def _resumed_manifest(directory: str | os.PathLike, manifest: Mapping[str, Any],
 def writable_directory(path: str | Path, option: str = "--out", what: str = "directory") -> Path:
     """``path`` as a directory that exists and takes a file, created where missing; else a one-line
     UsageError that calls it ``what`` and names ``option``. The one writability check of gradpath
-    (results directories, and the store's root through :class:`suite.store.Store`): checked before
+    (results directories, and the store's root through :class:`gradpath.suite.store.Store`): checked before
     anything is trained, so that a directory that cannot be written never costs a campaign's training."""
     path = Path(path)
     if path.exists() and not path.is_dir():

@@ -18,9 +18,9 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from backends.checkpoint import Checkpoint
-from backends.training import TrainResult
-from suite.record import RunRecord, save_checkpoint, save_gradients
+from gradpath.backends.checkpoint import Checkpoint
+from gradpath.backends.training import TrainResult
+from gradpath.suite.record import RunRecord, save_checkpoint, save_gradients
 
 
 class Recording:

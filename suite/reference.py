@@ -21,7 +21,7 @@ def add_reference_command(commands: argparse._SubParsersAction, finite_float) ->
 
 def cmd_reference(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Solve or load the reference, then print its centreline extrema and, at Re = 100, Ghia's deviation."""
-    from problems import cavity_reference as cr
+    from gradpath.problems import cavity_reference as cr
 
     t0 = time.perf_counter()
     u, v = cr.reference_velocity(args.re, args.n)

@@ -1,7 +1,7 @@
 """A campaign's results directory: runs table, the paper's tables and REPORT.md, rebuilt from the store alone.
 
 ``results/<campaign>/`` receives ``runs.parquet``, ``runs.csv``, ``history.parquet``,
-``<table>.csv/.md/.tex`` (see :mod:`suite.tables`), ``figures/*.png|pdf`` (see :mod:`suite.plots`)
+``<table>.csv/.md/.tex`` (see :mod:`gradpath.suite.tables`), ``figures/*.png|pdf`` (see :mod:`gradpath.suite.plots`)
 and ``REPORT.md``. Nothing here trains. A hand-written ``findings.md`` in that directory (what the
 numbers mean, which ablation explains which miss) is never overwritten: REPORT.md includes it
 verbatim, so a rebuild refreshes every number around it and loses no analysis.
@@ -15,23 +15,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from backends.settings import TrainSettings
-from suite.ablation import ablation_section, variants
-from suite.method_comparison import method_comparisons
-from suite.campaign import Campaign, RunSpec
-from suite.escape import escape_section
-from suite.manifest import _git
-from suite.paper_comparison import comparison_section, device_names, measured_cells
-from suite.plots import FIGURES, Figure, Skipped, build_figures
-from suite.profiles import FIGURES_ACROSS_CELLS, rank_section
-from suite.record import DONE
-from suite.restore import restored_counts
-from suite.store import Store, gather, write_tables
-from suite.statistics import FAILURE_FACTOR, failure_gap
-from suite.tables import PAPER_STEPS, build_tables, cell_stats, errors_by_cell, table_markdown
-from suite.tables import write_tables as write_table_files
+from gradpath.backends.settings import TrainSettings
+from gradpath.suite.ablation import ablation_section, variants
+from gradpath.suite.method_comparison import method_comparisons
+from gradpath.suite.campaign import Campaign, RunSpec
+from gradpath.suite.escape import escape_section
+from gradpath.suite.manifest import _git
+from gradpath.suite.paper_comparison import comparison_section, device_names, measured_cells
+from gradpath.suite.plots import FIGURES, Figure, Skipped, build_figures
+from gradpath.suite.profiles import FIGURES_ACROSS_CELLS, rank_section
+from gradpath.suite.record import DONE
+from gradpath.suite.restore import restored_counts
+from gradpath.suite.store import Store, gather, write_tables
+from gradpath.suite.statistics import FAILURE_FACTOR, failure_gap
+from gradpath.suite.tables import PAPER_STEPS, build_tables, cell_stats, errors_by_cell, table_markdown
+from gradpath.suite.tables import write_tables as write_table_files
 
-# Figures of the report (suite.plots.FIGURES): each takes (runs, history, figures directory, store root)
+# Figures of the report (gradpath.suite.plots.FIGURES): each takes (runs, history, figures directory, store root)
 # and returns the figures it drew and those it skipped for want of data.
 FIGURES_DIR = "figures"
 FINDINGS = "findings.md"  # hand-written, kept across rebuilds, included in REPORT.md
@@ -108,8 +108,8 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
                 skipped: Sequence[Skipped] = (), findings: str | None = None,
                 history: pd.DataFrame | None = None, cells: pd.DataFrame | None = None) -> str:
     """The text of REPORT.md; ``findings`` (markdown, hand-written) goes in as its own section,
-    ``history`` (the long history of the runs) gives the escape steps of :mod:`suite.escape`, and
-    ``cells`` are the runs' :func:`suite.tables.cell_stats` where the caller has them already."""
+    ``history`` (the long history of the runs) gives the escape steps of :mod:`gradpath.suite.escape`, and
+    ``cells`` are the runs' :func:`gradpath.suite.tables.cell_stats` where the caller has them already."""
     commit = _git("rev-parse", "--short", "HEAD")
     devices = device_names(runs)
     # no clock time here: the same store and commit rebuild this page byte for byte

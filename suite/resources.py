@@ -27,10 +27,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends.jets import closure
-from backends.settings import TrainSettings, flag
-from problems.core import Problem, parse_derivative
-from problems.errors import UsageError
+from gradpath.backends.jets import closure
+from gradpath.backends.settings import TrainSettings, flag
+from gradpath.problems.core import Problem, parse_derivative
+from gradpath.problems.errors import UsageError
 
 GIB = 2**30
 # peak RSS of `gradpath run poisson1d --iterations 2 --log-every 2` (jax or torch --no-compile): 0.38-0.39 GiB

@@ -9,7 +9,7 @@ manifest fields the table keeps, and ``summary.json`` last, with ``restored_from
 
 What a published table does not keep cannot come back: ``params.npz`` (results/ holds no
 parameter files: they are large and a run's numbers do not need them) and the checkpoint. The store counts a restored record as done without
-parameters (:func:`suite.store.inspect_record`), so a campaign goes on with only the runs that
+parameters (:func:`gradpath.suite.store.inspect_record`), so a campaign goes on with only the runs that
 are left, and ``gradpath report`` rebuilds every table and curve from it; a figure that needs
 a network (the solution fields) keeps the one an earlier build drew of the same runs, or says which
 run it lacks.
@@ -28,17 +28,17 @@ from typing import Any
 
 import pandas as pd
 
-from problems.errors import UsageError
-from suite.campaign import RunSpec
-from suite.record import CONFIG, DONE, HISTORY, MANIFEST, SUMMARY, replace_atomically, write_json
-from suite.store import MANIFEST_FIELDS, RENAMED, Store
+from gradpath.problems.errors import UsageError
+from gradpath.suite.campaign import RunSpec
+from gradpath.suite.record import CONFIG, DONE, HISTORY, MANIFEST, SUMMARY, replace_atomically, write_json
+from gradpath.suite.store import MANIFEST_FIELDS, RENAMED, Store
 
 RUNS, HISTORIES = "runs.parquet", "history.parquet"
 RESTORED_FROM = "restored_from"  # summary field: the table a record was rebuilt from
 IDENTITY = ("name", "key", "problem", "backend", "status", "reason")
 # summary fields that are counts: JSON keeps them integers, as the training loop wrote them
 INTEGER_FIELDS = ("steps", "diverged_at_step", "vectorised_seeds")
-# summary fields the training loop always writes, null where they do not apply (backends.training);
+# summary fields the training loop always writes, null where they do not apply (gradpath.backends.training);
 # so are the problem's metrics, null after a divergence
 NULLABLE_FIELDS = ("diverged_at_step", "error")
 NEEDED = {RUNS: ("key", "status"), HISTORIES: ("key", "step")}
@@ -77,7 +77,7 @@ def _missing(value: Any) -> bool:
 
 def _plain(value: Any) -> Any:
     """A table cell as the JSON value it was written from: numpy scalars as Python ones, and the
-    lists and dicts the runs table stores as JSON text (:func:`suite.store._flat_row`) parsed back."""
+    lists and dicts the runs table stores as JSON text (:func:`gradpath.suite.store._flat_row`) parsed back."""
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, str) and value[:1] in "[{":
@@ -142,7 +142,7 @@ def restore(specs: Sequence[RunSpec], source: str | Path, store: Store) -> Resto
 
     A run the store already holds done is left alone: the store is what trained, the table only a
     copy of it. A record that is not done (failed, interrupted, corrupt) is replaced, a corrupt one
-    copied aside first (:meth:`suite.store.Store.keep_damaged`); one whose lock
+    copied aside first (:meth:`gradpath.suite.store.Store.keep_damaged`); one whose lock
     another process holds (a campaign training it) is left alone. ``store`` is created (if it does
     not exist) only once both tables have been read. Each record is written under the run's lock, summary last, so a
     campaign running beside the restore never sees half a record as done.

@@ -1,11 +1,11 @@
-"""The results store: one run record (:mod:`suite.record`) per run, named by its config hash.
+"""The results store: one run record (:mod:`gradpath.suite.record`) per run, named by its config hash.
 
 ``<store>/<problem>-<method>-<backend>-s<seed>-<hash>/`` is the same directory ``gradpath run
 --out <store>`` writes, so both find each other's runs. A run is *done* when its summary says
 ``complete`` or ``diverged`` and the record around it is sound (:func:`inspect_record`: the
 summary's fields of their JSON types, a complete run with a finite positive error, config matching the
 key, every history row numeric up to the summary's step, parameters saved, unless the record was
-rebuilt by :mod:`suite.restore` from a published table, which keeps none); anything else (missing,
+rebuilt by :mod:`gradpath.suite.restore` from a published table, which keeps none); anything else (missing,
 ``running`` after a kill, ``failed``, ``interrupted``, ``corrupt``) is redone. The summary is the
 last file a run writes, and every JSON file is replaced atomically, so a killed run is never
 mistaken for a done one. ``<store>/.locks/`` holds one lock file per run (``flock``, released by
@@ -46,10 +46,10 @@ from typing import Any
 
 import pandas as pd
 
-from backends.settings import TrainSettings
-from problems.errors import UsageError
-from suite.campaign import RunSpec
-from suite.record import (CONFIG, DONE, HISTORY, MANIFEST, PARAMS, STATUSES, SUMMARY, _finite,
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems.errors import UsageError
+from gradpath.suite.campaign import RunSpec
+from gradpath.suite.record import (CONFIG, DONE, HISTORY, MANIFEST, PARAMS, STATUSES, SUMMARY, _finite,
                           finished_summary_problem, ill_typed_fields, writable_directory)
 
 try:
@@ -172,7 +172,7 @@ def inspect_record(path: Path, config: Mapping[str, Any] | None = None) -> RunSt
         return RunState("corrupt", f"history.csv ends at step {last}, before the summary's step {summary['steps']}"
                         if last < summary["steps"] else
                         f"history.csv ends at step {last}, after the summary's step {summary['steps']}")
-    # a record rebuilt from a published runs table (suite.restore) has no parameters to check
+    # a record rebuilt from a published runs table (gradpath.suite.restore) has no parameters to check
     if not summary.get("restored_from") and not _is_sound_zip(path / PARAMS):
         return RunState("corrupt", "params.npz missing or unreadable")
     return RunState(status)

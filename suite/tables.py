@@ -1,14 +1,14 @@
-"""The paper's tables from a runs table (:func:`suite.store.runs_table`), with the paper's numbers beside ours.
+"""The paper's tables from a runs table (:func:`gradpath.suite.store.runs_table`), with the paper's numbers beside ours.
 
 A *cell* is every run with the same configuration except the seed. Per cell: ``n`` (complete runs
 with a finite error), ``runs``, ``diverged`` (loss became non-finite, or a non-finite final error),
 ``failed`` (the run crashed, or its record is damaged), ``incomplete`` (missing, killed or
 interrupted); over the n final errors, the paper's statistic ``mean`` and ``std`` (ddof 1), then the
-statistics of :mod:`suite.statistics` that survive heavy tails: ``median`` and ``geomean`` (geometric
+statistics of :mod:`gradpath.suite.statistics` that survive heavy tails: ``median`` and ``geomean`` (geometric
 mean) with 95% bootstrap intervals, ``failures`` and ``failure_rate`` (seeds ending above 10x the
 cell's median) with a Wilson interval, ``stats_note`` where something is not computable (one seed,
 no seed). Beside the paper's value (``paper``, a mean of ``paper_runs`` runs): ``ratio`` = mean /
-paper, the consistency test of :func:`suite.statistics.paper_consistency` (``paper_verdict``,
+paper, the consistency test of :func:`gradpath.suite.statistics.paper_consistency` (``paper_verdict``,
 ``paper_factor_low``/``_high``, ``paper_p``, ``paper_q``: Benjamini-Hochberg over the cells of one
 campaign), and ``improvement`` = mean of M1 / mean of this method in the same row.
 Diverged runs are left out of the statistics and counted beside them, never dropped silently.
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from backends.settings import TrainSettings
-from problems import problem_class
-from suite.record import DONE
-from suite.statistics import adjust_pvalues, cell_summary, paper_consistency
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems import problem_class
+from gradpath.suite.record import DONE
+from gradpath.suite.statistics import adjust_pvalues, cell_summary, paper_consistency
 
 PAPER_STEPS = 40001
 PAPER_METRIC = {"rel_l2": "rel_l2_u", "rel_spectral": "rel_l2_speed_spectral"}  # ours -> the paper csv's
@@ -380,7 +380,7 @@ def table_markdown(table: Table) -> str:
     text = (f"### {table.spec.title}\n\nOurs: the mean over seeds (the paper's statistic); diverged runs are "
             "left out and counted in brackets. Paper: the published value (Table 2: a mean of 10 runs; Table 3 "
             "and the cavity: one run). \"vs paper\": ours/paper and whether the paper's value is consistent with "
-            "our seeds (`suite.statistics.paper_consistency`: the published number as one mean of as many runs as "
+            "our seeds (`gradpath.suite.statistics.paper_consistency`: the published number as one mean of as many runs as "
             "the paper's, drawn from our seed distribution; 95% bootstrap interval of the log ratio).\n\n"
             f"{markdown(table.main)}\n"
             "Statistics that survive one bad seed: geometric mean and median, each with a 95% BCa bootstrap "

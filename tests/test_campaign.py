@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from backends.methods import METHODS
-from problems import problem_names, problem_sources
-from problems.errors import UsageError
-from suite.campaign import expand, load_campaign, parse_campaign
-from suite.cli import main
-from suite.execute import run_campaign
-from suite.presets import PRESETS
-from suite.record import SUMMARY, config_hash
-from suite.store import Store
+from gradpath.backends.methods import METHODS
+from gradpath.problems import problem_names, problem_sources
+from gradpath.problems.errors import UsageError
+from gradpath.suite.campaign import expand, load_campaign, parse_campaign
+from gradpath.suite.cli import main
+from gradpath.suite.execute import run_campaign
+from gradpath.suite.presets import PRESETS
+from gradpath.suite.record import SUMMARY, config_hash
+from gradpath.suite.store import Store
 
 TINY = {"steps": 20, "width": 8, "depth": 2, "log_every": 10}
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
@@ -263,7 +263,7 @@ def test_dask_executor_on_a_loopback_cluster(tmp_path):
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
                                   host="127.0.0.1", dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        from suite.executors import make_executor
+        from gradpath.suite.executors import make_executor
         executor = make_executor("dask", scheduler=cluster.scheduler_address)
         try:
             assert executor.slots == 2
@@ -283,7 +283,7 @@ def test_an_interrupted_job_trains_none_of_its_other_groups(monkeypatch, tmp_pat
     """Ctrl-C in a job whose runs stopped at different checkpoint steps (two groups) stops the job."""
     import types
 
-    from suite import execute
+    from gradpath.suite import execute
 
     specs = _campaign({"grid": {"problem": ["poisson1d"], "seed": [0, 1]}, "settings": {**TINY, "depth": 1}})
     store = Store(tmp_path)
@@ -318,8 +318,8 @@ def test_an_option_the_executor_ignores_is_a_usage_error(options, message, capsy
 def test_a_job_skips_runs_that_are_done_or_held_and_a_dead_worker_fails_only_unfinished_ones(monkeypatch, tmp_path):
     import concurrent.futures
 
-    from suite import execute
-    from suite.record import RunRecord
+    from gradpath.suite import execute
+    from gradpath.suite.record import RunRecord
 
     done, held, unfinished = _campaign({"grid": {"problem": ["poisson1d"], "seed": [0, 1, 2]},
                                         "settings": {**TINY, "depth": 1}})

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from backends.data import draw_batches
-from problems import get_problem
-from problems.core import parse_derivative
-from problems.errors import UsageError
+from gradpath.backends.data import draw_batches
+from gradpath.problems import get_problem
+from gradpath.problems.core import parse_derivative
+from gradpath.problems.errors import UsageError
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy

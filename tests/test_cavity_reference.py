@@ -8,8 +8,8 @@ import re as regex
 import numpy as np
 import pytest
 
-import problems.cavity_reference as cr
-from problems.errors import UsageError
+import gradpath.problems.cavity_reference as cr
+from gradpath.problems.errors import UsageError
 
 # O. Botella, R. Peyret, "Benchmark spectral results on the lid-driven cavity flow", Comput. Fluids 27
 # (1998) 421-433: grid-converged Re = 100 extrema of u(0.5, y) and v(x, 0.5).

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends import conformance as kit
-from backends.checkpoint import Checkpoint, CheckpointMismatch
-from backends.settings import TrainSettings
-from backends.training import train_seeds
-from problems import get_problem
-from suite import execute, recording
-from suite.campaign import expand, parse_campaign
-from suite.record import CHECKPOINT, HISTORY, MANIFEST, SUMMARY, load_checkpoint, save_checkpoint
-from suite.store import Store
+from gradpath.backends import conformance as kit
+from gradpath.backends.checkpoint import Checkpoint, CheckpointMismatch
+from gradpath.backends.settings import TrainSettings
+from gradpath.backends.training import train_seeds
+from gradpath.problems import get_problem
+from gradpath.suite import execute, recording
+from gradpath.suite.campaign import expand, parse_campaign
+from gradpath.suite.record import CHECKPOINT, HISTORY, MANIFEST, SUMMARY, load_checkpoint, save_checkpoint
+from gradpath.suite.store import Store
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 # float32 as campaigns train; eager torch keeps the test short (restoring does not touch compiling)
@@ -202,7 +202,7 @@ RUN_COMMAND = ["run", "poisson1d", "--steps", "40", "--log-every", "10", "--widt
 
 def _stopped_at_step_20(monkeypatch, command: list[str]) -> None:
     """Run ``command`` (gradpath run) until its checkpoint at step 20 is saved, then Ctrl-C it."""
-    from suite import cli
+    from gradpath.suite import cli
 
     real = recording.save_checkpoint
 
@@ -218,7 +218,7 @@ def _stopped_at_step_20(monkeypatch, command: list[str]) -> None:
 
 @needs_jax
 def test_gradpath_run_goes_on_from_its_checkpoint_and_force_starts_afresh(tmp_path, monkeypatch, capsys):
-    from suite import cli
+    from gradpath.suite import cli
 
     command = RUN_COMMAND
     assert cli.main([*command, "--out", str(tmp_path / "whole")]) == 0
@@ -239,7 +239,7 @@ def test_gradpath_run_goes_on_from_its_checkpoint_and_force_starts_afresh(tmp_pa
 
 @needs_jax
 def test_gradpath_run_starts_afresh_from_a_checkpoint_that_no_longer_fits(tmp_path, monkeypatch, capsys):
-    from suite import cli
+    from gradpath.suite import cli
 
     command = [*RUN_COMMAND, "--out", str(tmp_path)]
     _stopped_at_step_20(monkeypatch, command)

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import backends
-from backends import training
-from backends.methods import GATES, METHODS
-from backends.training import TrainResult
-from backends.weighting import WEIGHTINGS
-from problems import problem_names
-from suite.cli import main
-from suite.record import CONFIG, GRADIENTS, HISTORY, MANIFEST, PARAMS, SUMMARY
-from suite.store import Store
+import gradpath.backends
+from gradpath.backends import training
+from gradpath.backends.methods import GATES, METHODS
+from gradpath.backends.training import TrainResult
+from gradpath.backends.weighting import WEIGHTINGS
+from gradpath.problems import problem_names
+from gradpath.suite.cli import main
+from gradpath.suite.record import CONFIG, GRADIENTS, HISTORY, MANIFEST, PARAMS, SUMMARY
+from gradpath.suite.store import Store
 
 TINY = ["--iterations", "20", "--log-every", "10", "--width", "8", "--depth", "2"]
 
@@ -83,7 +83,7 @@ def test_usage_error_is_one_line_and_exit_2(args, message, capsys, tmp_path):
 def test_missing_framework_is_a_usage_error(monkeypatch, capsys, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name == "jax" else real(name, *a, **k))
-    backends.get_backend.cache_clear()  # a cached backend would skip the check
+    gradpath.backends.get_backend.cache_clear()  # a cached backend would skip the check
     assert main(["run", "helmholtz", "--backend", "jax", *TINY, "--out", str(tmp_path)]) == 2
     assert "backend 'jax' is not installed; install it with: pip install 'gradpath[jax]'" in _one_error_line(capsys)
     assert main(["list"]) == 0
@@ -91,7 +91,7 @@ def test_missing_framework_is_a_usage_error(monkeypatch, capsys, tmp_path):
 
 
 def test_run_end_to_end_writes_a_record_pandas_reads(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "suite", "run", "helmholtz", "--method", "M4", "--backend", "jax",
+    proc = subprocess.run([sys.executable, "-m", "gradpath.suite", "run", "helmholtz", "--method", "M4", "--backend", "jax",
                            "--seed", "0", *TINY, "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     (run,) = _runs(tmp_path)
@@ -126,7 +126,7 @@ def test_gradpath_console_script_is_suite_cli_main():
         scripts = {ep.name: ep.value for ep in distribution("gradpath").entry_points if ep.group == "console_scripts"}
     except PackageNotFoundError:
         pytest.skip("gradpath is not installed (pip install -e .)")
-    assert scripts["gradpath"] == "suite.cli:main"
+    assert scripts["gradpath"] == "gradpath.suite.cli:main"
 
 
 def test_diverged_run_exits_1_and_is_recorded(tmp_path, capsys):
@@ -143,7 +143,7 @@ def test_diverged_run_exits_1_and_is_recorded(tmp_path, capsys):
 
 
 def _fake_train(*, interrupt: bool = False, fail: bool = False):
-    """A stand-in for backends.training.train that logs one row, then stops as asked."""
+    """A stand-in for gradpath.backends.training.train that logs one row, then stops as asked."""
     row = {"step": 10, "seconds": 0.1, "loss_residual": 2.0, "loss_boundary": 1.0,
            "weight_residual": 1.0, "weight_boundary": 1.0, "rel_l2": 0.5}
 
@@ -205,6 +205,6 @@ def test_a_bug_keeps_its_traceback_and_marks_the_run_failed(monkeypatch, tmp_pat
     (run,) = _runs(tmp_path)
     summary = json.loads((run / SUMMARY).read_text())
     assert summary["status"] == "failed" and summary["failure"] == "RuntimeError: a bug"
-    # the record says where, as a campaign worker's does (both keep records through suite.recording)
+    # the record says where, as a campaign worker's does (both keep records through gradpath.suite.recording)
     assert "Traceback" in summary["traceback"] and "a bug" in summary["traceback"]
     assert summary["steps"] == 10 and summary["metric"] == "rel_l2"

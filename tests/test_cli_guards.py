@@ -20,18 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from backends import training
-from backends.settings import MAX_BATCH, MAX_DEPTH, MAX_STEPS, MAX_WIDTH, TrainSettings
-from problems import get_problem
-from problems.cavity import Cavity
-from suite import cli, resources
-from suite.campaign import expand, parse_campaign
-from suite.cli import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, main
-from suite.execute import CampaignResult, run_group
-from suite.progress import Progress
-from suite.record import CHECKPOINT, HISTORY, SUMMARY
-from suite.resources import GIB, estimate_memory
-from suite.store import Store
+from gradpath.backends import training
+from gradpath.backends.settings import MAX_BATCH, MAX_DEPTH, MAX_STEPS, MAX_WIDTH, TrainSettings
+from gradpath.problems import get_problem
+from gradpath.problems.cavity import Cavity
+from gradpath.suite import cli, resources
+from gradpath.suite.campaign import expand, parse_campaign
+from gradpath.suite.cli import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, main
+from gradpath.suite.execute import CampaignResult, run_group
+from gradpath.suite.progress import Progress
+from gradpath.suite.record import CHECKPOINT, HISTORY, SUMMARY
+from gradpath.suite.resources import GIB, estimate_memory
+from gradpath.suite.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--iterations", "2", "--log-every", "1", "--width", "4", "--depth", "1", "--batch-size", "4", "--quiet"]
@@ -114,7 +114,7 @@ def test_a_campaign_job_too_large_for_memory_fails_before_it_trains(tmp_path):
 
 
 def _fake_train(exc: BaseException):
-    """A stand-in for backends.training.train that logs one row, then raises ``exc``."""
+    """A stand-in for gradpath.backends.training.train that logs one row, then raises ``exc``."""
 
     def train(problem, settings, backend, on_log=None, **options):
         on_log({"step": 1, "seconds": 0.1, "loss_residual": 2.0, "loss_boundary": 1.0,
@@ -216,7 +216,7 @@ def _environment() -> dict[str, str]:
 
 
 def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "poisson1d", "--iterations", "1000000",
+    proc = subprocess.Popen([sys.executable, "-m", "gradpath.suite", "run", "poisson1d", "--iterations", "1000000",
                              "--log-every", "10", "--width", "4", "--depth", "1", "--checkpoint-every", "0.01",
                              "--out", str(tmp_path)], cwd=ROOT, env=_environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -250,7 +250,7 @@ def test_sigterm_stops_a_campaign_worker_as_ctrl_c_does(tmp_path):
                                     "test"))
     store = Store(tmp_path / "store")
     message = json.dumps({"specs": [json.loads(spec.to_json())], "store": str(store.root), "argv": ["campaign"]})
-    proc = subprocess.Popen([sys.executable, "-m", "suite.execute"], cwd=ROOT, env=_environment(),
+    proc = subprocess.Popen([sys.executable, "-m", "gradpath.suite.execute"], cwd=ROOT, env=_environment(),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         proc.stdin.write(message)
@@ -274,7 +274,7 @@ def test_sigterm_to_a_campaign_reaches_its_workers(tmp_path):
     source = tmp_path / "long.toml"
     source.write_text('[grid]\nproblem = ["poisson1d"]\n[settings]\nsteps = 1000000\nlog_every = 10\nwidth = 4\ndepth = 1\n')
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "suite", "campaign", str(source), "--jobs", "1", "--store", str(store)],
+    proc = subprocess.Popen([sys.executable, "-m", "gradpath.suite", "campaign", str(source), "--jobs", "1", "--store", str(store)],
                             cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         (run,) = _wait_for_run(store)
@@ -300,7 +300,7 @@ def test_the_usage_line_names_every_command(capsys):
 
 
 def test_reproduce_and_report_write_outside_the_tracked_results(monkeypatch, capsys, tmp_path):
-    import suite.report
+    import gradpath.suite.report
 
     written = []
 
@@ -308,7 +308,7 @@ def test_reproduce_and_report_write_outside_the_tracked_results(monkeypatch, cap
         written.append(out)
         return [Path(out) / "REPORT.md"]
 
-    monkeypatch.setattr(suite.report, "build_report", build_report)
+    monkeypatch.setattr(gradpath.suite.report, "build_report", build_report)
     monkeypatch.chdir(tmp_path)  # the default results directory is created here, not in the checkout
     campaign, specs = cli._plan("smoke")
     store = Store(tmp_path / "store")
@@ -339,7 +339,7 @@ def test_the_eta_leaves_out_the_compile():
 
 
 def test_an_unwritable_results_directory_is_a_usage_error_naming_out(tmp_path, capsys):
-    from suite.cli import main
+    from gradpath.suite.cli import main
 
     a_file = tmp_path / "a-file"
     a_file.write_text("not a directory")

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.settings import TrainSettings
-from backends.training import train
-from problems import get_problem
-from problems.errors import UsageError
-from suite.campaign import config_hash
-from suite.cli import main
+from gradpath.backends.settings import TrainSettings
+from gradpath.backends.training import train
+from gradpath.problems import get_problem
+from gradpath.problems.errors import UsageError
+from gradpath.suite.campaign import config_hash
+from gradpath.suite.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_compile_takes_three_choices_and_the_booleans_it_took_before():
     assert resolved["auto"] == resolved["on"] and config_hash(resolved["auto"]) != config_hash(resolved["off"])
 
 
-torch_choice = pytest.importorskip("backends.torch.compile_choice") if __import__("importlib").util.find_spec(
+torch_choice = pytest.importorskip("gradpath.backends.torch.compile_choice") if __import__("importlib").util.find_spec(
     "torch") else None
 needs_torch = pytest.mark.skipif(torch_choice is None, reason="torch is not installed")
 
@@ -95,8 +95,8 @@ def test_the_ledger_key_ignores_seed_and_length_but_not_what_the_graph_holds():
 def test_the_traced_route_computes_the_eager_step_to_rounding(cache):
     import dataclasses
 
-    import backends.torch.trainer as torch_trainer
-    from backends.data import draw_batches, seed_start
+    import gradpath.backends.torch.trainer as torch_trainer
+    from gradpath.backends.data import draw_batches, seed_start
 
     problem = get_problem("poisson1d")
     settings = TrainSettings(method="M2", width=8, depth=2, batch_size=16, dtype="float64", steps=12, log_every=12,
@@ -189,8 +189,8 @@ def test_jax_keeps_compiled_programs_in_gradpaths_cache_unless_told_not_to(tmp_p
 @needs_torch
 def test_compiled_seeds_trained_together_match_their_eager_runs():
     # the settings of tests/test_checkpoint.py's compiled resume, so that the compiled packages are shared
-    from backends import conformance as kit
-    from backends.training import train_seeds
+    from gradpath.backends import conformance as kit
+    from gradpath.backends.training import train_seeds
 
     problem = get_problem("poisson1d")
     runs = {compile_: train_seeds(problem, [kit.small_settings("M2", 20, log_every=6, seed=s, dtype="float32",
@@ -205,7 +205,7 @@ def test_compiled_seeds_trained_together_match_their_eager_runs():
 
 @needs_torch
 def test_turning_the_caches_off_keeps_no_compiled_packages(monkeypatch):
-    from backends.torch import packages
+    from gradpath.backends.torch import packages
 
     assert packages.available()
     monkeypatch.setenv("GRADPATH_COMPILE_CACHE", "0")
@@ -229,7 +229,7 @@ def test_without_packages_the_compiled_route_is_torch_compile_and_matches_eager(
 def test_a_package_belongs_to_one_configuration_and_one_input_layout(cache):
     import torch
 
-    from backends.torch import packages
+    from gradpath.backends.torch import packages
 
     problem = get_problem("helmholtz")
     base = torch_choice.configuration_key(problem, TrainSettings(), "cpu", None)

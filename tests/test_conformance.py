@@ -13,8 +13,8 @@ import os
 import numpy as np
 import pytest
 
-from backends import conformance as kit
-from problems import BUILTIN
+from gradpath.backends import conformance as kit
+from gradpath.problems import BUILTIN
 
 HAVE = {name: importlib.util.find_spec(name) is not None for name in ("jax", "torch")}
 needs = {name: pytest.mark.skipif(not ok, reason=f"{name} is not installed") for name, ok in HAVE.items()}

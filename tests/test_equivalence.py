@@ -1,6 +1,6 @@
 """Cross-backend equivalence: one seed gives the same losses, gradients and lambdas in every backend.
 
-Initial weights and batches come from numpy (backends.init, backends.data), so the only
+Initial weights and batches come from numpy (gradpath.backends.init, gradpath.backends.data), so the only
 differences left are the frameworks' floating-point kernels: 1e-9 relative in float64 over the
 first 100 steps, 1e-4 in float32 (issue 2).
 """
@@ -11,9 +11,9 @@ import dataclasses
 
 import pytest
 
-from backends.replay import replay
-from backends.settings import TrainSettings
-from problems import get_problem
+from gradpath.backends.replay import replay
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems import get_problem
 
 pytest.importorskip("jax")
 pytest.importorskip("torch")

@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("jax")
 
-from backends.jax.trainer import JaxTrainer  # noqa: E402
-from backends.settings import TrainSettings  # noqa: E402
+from gradpath.backends.jax.trainer import JaxTrainer  # noqa: E402
+from gradpath.backends.settings import TrainSettings  # noqa: E402
 from benchmarks.jax_step_flops import main, measure  # noqa: E402
-from problems import get_problem  # noqa: E402
+from gradpath.problems import get_problem  # noqa: E402
 
 
 def test_vectorised_seeds_count_as_that_many_steps():

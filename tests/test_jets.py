@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.init import init_params
-from backends.jets import _set_partitions, closure, network_jets
+from gradpath.backends.init import init_params
+from gradpath.backends.jets import _set_partitions, closure, network_jets
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy

@@ -1,6 +1,6 @@
-"""How a term's loss adds up (problems.core.Term, backends.losses): checked by hand on constant networks.
+"""How a term's loss adds up (gradpath.problems.core.Term, gradpath.backends.losses): checked by hand on constant networks.
 
-Both backends call backends.losses, so the equivalence tests cannot see a change to it; these
+Both backends call gradpath.backends.losses, so the equivalence tests cannot see a change to it; these
 tests pin the convention itself: scale * sum over regions of mean(misfit**2), one batch per region,
 with the regions of the authors' code.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.data import draw_batches
-from backends.init import init_params
-from backends.losses import term_losses
-from problems import get_problem
+from gradpath.backends.data import draw_batches
+from gradpath.backends.init import init_params
+from gradpath.backends.losses import term_losses
+from gradpath.problems import get_problem
 
 
 def _constant_network(problem, value: float) -> dict[str, np.ndarray]:

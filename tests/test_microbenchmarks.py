@@ -16,10 +16,10 @@ import functools
 import numpy as np
 import pytest
 
-from backends import get_backend
-from backends.data import draw_batches, seed_start
-from backends.settings import TrainSettings
-from problems import get_problem
+from gradpath.backends import get_backend
+from gradpath.backends.data import draw_batches, seed_start
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems import get_problem
 
 
 @functools.lru_cache(maxsize=None)

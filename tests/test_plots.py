@@ -14,14 +14,14 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
-from backends.data import seed_start
-from backends.init import init_params
-from suite.campaign import expand, load_campaign, parse_campaign
-from suite.execute import run_one
-from suite.plots import STYLE, _configuration_columns, _count_x, _log_y, build_figures, run_prediction
-from suite.record import CONFIG, PARAMS, RunRecord
-from suite.report import build_report
-from suite.store import Store, gather
+from gradpath.backends.data import seed_start
+from gradpath.backends.init import init_params
+from gradpath.suite.campaign import expand, load_campaign, parse_campaign
+from gradpath.suite.execute import run_one
+from gradpath.suite.plots import STYLE, _configuration_columns, _count_x, _log_y, build_figures, run_prediction
+from gradpath.suite.record import CONFIG, PARAMS, RunRecord
+from gradpath.suite.report import build_report
+from gradpath.suite.store import Store, gather
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 
@@ -73,7 +73,7 @@ def test_every_figure_is_written_as_png_and_pdf(tiny):
     expected = ["error-step-poisson1d", "error-step-helmholtz", "error-time-poisson1d", "error-time-helmholtz",
                 "weights-poisson1d", "weights-helmholtz", "fields-poisson1d",
                 "fields-helmholtz-depth-1", "fields-helmholtz-depth-2", "table2",
-                "performance-profiles"]  # suite.profiles: across cells, drawn by the report
+                "performance-profiles"]  # gradpath.suite.profiles: across cells, drawn by the report
     figures = out / "figures"
     assert sorted(p.stem for p in figures.glob("*.png")) == sorted(expected)
     for name in expected:
@@ -114,7 +114,7 @@ def test_a_report_rebuilt_from_the_same_store_is_byte_identical(tiny, tmp_path):
 
 @needs_jax
 def test_field_prediction_equals_the_trainers(tiny):
-    from backends import get_backend
+    from gradpath.backends import get_backend
 
     _, specs, store, _, _ = tiny
     for spec in (s for s in specs if s.problem == "helmholtz" and s.settings["method"] == "M2"):
@@ -138,14 +138,14 @@ def test_field_prediction_equals_the_trainers(tiny):
 @pytest.mark.parametrize("method, gate", [("M3", "code"), ("M4", "paper"), ("M3", "code-2020")])
 def test_gated_prediction_equals_the_trainers(tmp_path, method, gate):
     """The gated forms, without training: parameters as initialised, written as a record would hold them."""
-    from backends import get_backend
+    from gradpath.backends import get_backend
 
     spec = expand(parse_campaign({"grid": {"problem": ["klein-gordon"]},
                                   "settings": {"method": method, "gate": gate, "width": 6, "depth": 2, "seed": 3}},
                                  "test"))[0]
     settings = spec.train_settings()
     problem_name = spec.problem
-    from problems import get_problem
+    from gradpath.problems import get_problem
     problem = get_problem(problem_name)
     start = seed_start(problem, settings)
     params, mu, sigma = start.params, start.mu, start.sigma

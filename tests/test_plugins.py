@@ -12,11 +12,11 @@ import json
 import pandas as pd
 import pytest
 
-import backends
-import problems
-from backends import conformance as kit
-from problems import get_problem, problem_names, problem_sources
-from suite.cli import main
+import gradpath.backends
+import gradpath.problems
+from gradpath.backends import conformance as kit
+from gradpath.problems import get_problem, problem_names, problem_sources
+from gradpath.suite.cli import main
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("gradpath_poisson2d") is None,
@@ -96,13 +96,13 @@ def _with_broken(group: str, real):
 @pytest.fixture
 def broken_plugins(monkeypatch):
     real = importlib.metadata.entry_points
-    monkeypatch.setattr(problems, "entry_points", _with_broken("gradpath.problems", real))
-    monkeypatch.setattr(backends, "entry_points", _with_broken("gradpath.backends", real))
-    problems.problem_sources.cache_clear()
-    backends.get_backend.cache_clear()
+    monkeypatch.setattr(gradpath.problems, "entry_points", _with_broken("gradpath.problems", real))
+    monkeypatch.setattr(gradpath.backends, "entry_points", _with_broken("gradpath.backends", real))
+    gradpath.problems.problem_sources.cache_clear()
+    gradpath.backends.get_backend.cache_clear()
     yield
-    problems.problem_sources.cache_clear()
-    backends.get_backend.cache_clear()
+    gradpath.problems.problem_sources.cache_clear()
+    gradpath.backends.get_backend.cache_clear()
 
 
 def test_a_broken_plugin_names_itself_and_breaks_nothing_else(broken_plugins, capsys, tmp_path):

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.data import draw_batches
-from problems import get_problem, problem_names
-from problems.core import Term, parse_derivative
-from problems.geometry import Box
-from problems.errors import UsageError
+from gradpath.backends.data import draw_batches
+from gradpath.problems import get_problem, problem_names
+from gradpath.problems.core import Term, parse_derivative
+from gradpath.problems.geometry import Box
+from gradpath.problems.errors import UsageError
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -143,7 +143,7 @@ def _problem_with(terms):
     """A minimal 2-d problem class whose terms() returns ``terms`` (a plugin author's mistakes)."""
     import dataclasses
 
-    from problems.core import Problem
+    from gradpath.problems.core import Problem
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Mistaken(Problem):

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from problems.errors import UsageError
-from suite.record import (CONFIG, HISTORY, MANIFEST, PARAMS, SUMMARY, HistoryWriter, RunRecord, replace_atomically,
+from gradpath.problems.errors import UsageError
+from gradpath.suite.record import (CONFIG, HISTORY, MANIFEST, PARAMS, SUMMARY, HistoryWriter, RunRecord, replace_atomically,
                           config_hash, read_status, run_name, write_json)
 
 CONFIG_A = {"problem": "helmholtz", "parameters": {"a1": 1.0, "a2": 4.0}, "backend": "jax",

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends import get_backend, training
-from backends.settings import TrainSettings
-from backends.training import check_same_but_seed, train, train_seeds
-from problems import get_problem
-from problems.errors import UsageError
-from suite.campaign import expand, parse_campaign
-from suite.execute import run_campaign, seed_groups
-from suite.executors import make_executor
-from suite.store import Store, gather
+from gradpath.backends import get_backend, training
+from gradpath.backends.settings import TrainSettings
+from gradpath.backends.training import check_same_but_seed, train, train_seeds
+from gradpath.problems import get_problem
+from gradpath.problems.errors import UsageError
+from gradpath.suite.campaign import expand, parse_campaign
+from gradpath.suite.execute import run_campaign, seed_groups
+from gradpath.suite.executors import make_executor
+from gradpath.suite.store import Store, gather
 
 # float64 so that "the same up to rounding" can be checked tightly; eager torch keeps the test short
 TINY = dict(steps=30, log_every=10, width=10, depth=2, dtype="float64", compile=False)
@@ -154,7 +154,7 @@ def test_a_vectorised_campaign_stores_the_runs_of_a_sequential_one(tmp_path, bac
 
 def test_stacked_seed_starts_keep_each_seeds_own_arrays():
     """Lane i of the stacked initial arrays is seed i's start; the seeds differ, and one seed is not stacked."""
-    from backends.data import initial_arrays, seed_start
+    from gradpath.backends.data import initial_arrays, seed_start
 
     problem = get_problem("klein-gordon")
     starts = [seed_start(problem, TrainSettings(method="M3", seed=s, **TINY)) for s in (0, 1, 2)]

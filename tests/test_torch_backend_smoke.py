@@ -11,14 +11,14 @@ import warnings
 import numpy as np
 import pytest
 
-from backends.data import draw_batches, seed_start
-from backends.settings import TrainSettings
-from problems import get_problem
-from problems.errors import UsageError
+from gradpath.backends.data import draw_batches, seed_start
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems import get_problem
+from gradpath.problems.errors import UsageError
 
 torch = pytest.importorskip("torch")
-trainer_module = pytest.importorskip("backends.torch.trainer")
-packages = pytest.importorskip("backends.torch.packages")
+trainer_module = pytest.importorskip("gradpath.backends.torch.trainer")
+packages = pytest.importorskip("gradpath.backends.torch.packages")
 
 TINY = TrainSettings(method="M2", width=8, depth=1, batch_size=16, dtype="float64", steps=12, log_every=12,
                      compile="on")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends import get_backend
-from backends.adam import adam_update, learning_rate
-from backends.data import draw_batches, seed_start
-from backends.settings import TrainSettings
-from backends.training import train
-from problems import get_problem
-from problems.errors import UsageError
+from gradpath.backends import get_backend
+from gradpath.backends.adam import adam_update, learning_rate
+from gradpath.backends.data import draw_batches, seed_start
+from gradpath.backends.settings import TrainSettings
+from gradpath.backends.training import train
+from gradpath.problems import get_problem
+from gradpath.problems.errors import UsageError
 
 
 @pytest.mark.parametrize("method", ["M1", "M4"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.conformance import WEIGHTING_GOLDEN, check_weighting_golden, weighting_inputs
-from backends.weighting import WEIGHTINGS, get_weighting
-from problems.errors import UsageError
+from gradpath.backends.conformance import WEIGHTING_GOLDEN, check_weighting_golden, weighting_inputs
+from gradpath.backends.weighting import WEIGHTINGS, get_weighting
+from gradpath.problems.errors import UsageError
 
 # The hand-computed golden values live in the conformance kit, so backend plugins check them too.
 (RES, BND), LAM = weighting_inputs(np)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from backends.compile_cache import enable_jax_cache
-from backends.jax.trainer import JaxBackend
+from gradpath.backends.compile_cache import enable_jax_cache
+from gradpath.backends.jax.trainer import JaxBackend
 
 
 def backend() -> JaxBackend:
     """The entry point the backend registry calls; turns on the persistent compilation cache
-    (backends.compile_cache) before anything compiles."""
+    (gradpath.backends.compile_cache) before anything compiles."""
     enable_jax_cache()
     return JaxBackend()

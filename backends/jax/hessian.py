@@ -1,10 +1,10 @@
 """Hessian-vector products of a PINN loss with JAX: forward-over-reverse (``jvp`` of ``grad``).
 
-The loss is the one the trainer minimises (backends.losses.term_losses), as a function of the
+The loss is the one the trainer minimises (gradpath.backends.losses.term_losses), as a function of the
 selected parameters flattened into one vector; the others stay fixed. Products with a block of
 vectors are ``vmap``-ed and compiled once per (problem, network, parameter set, term): the
 parameters, points and weights are arguments, so monitoring sigma_max every 1000 steps does not
-recompile. See backends.diagnostics.hessian_operator.
+recompile. See gradpath.backends.diagnostics.hessian_operator.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backends.losses import term_losses
-from problems.core import Problem
+from gradpath.backends.losses import term_losses
+from gradpath.problems.core import Problem
 
 
 @lru_cache(maxsize=32)

@@ -1,9 +1,9 @@
 """JAX trainer: sampling is done by numpy outside; everything per step runs in one compiled loop.
 
-Per step: forward-mode jets for the input derivatives (backends.jets), one reverse pass for the
-parameter gradient of sum_i lambda_i L_i, Adam (backends.adam), and every ``anneal_every`` steps,
+Per step: forward-mode jets for the input derivatives (gradpath.backends.jets), one reverse pass for the
+parameter gradient of sum_i lambda_i L_i, Adam (gradpath.backends.adam), and every ``anneal_every`` steps,
 after the update and on the same batch, the per-term gradients at the new parameters and the
-annealing rule (backends.weighting), as the authors' code does (spec 3.2.5).
+annealing rule (gradpath.backends.weighting), as the authors' code does (spec 3.2.5).
 
 With ``lanes=n`` the trainer trains n seeds at once: every state leaf but the step count gets a
 leading seed axis, and ``jax.vmap`` turns the per-seed step into one batched step. The step count
@@ -20,14 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backends.adam import adam_update, learning_rate
-from backends.checkpoint import flatten, unflatten
-from backends.devices import cpu_name
-from backends.losses import derivatives, term_loss, term_losses
-from backends.protocol import ChunkOutput
-from backends.settings import TrainSettings
-from problems.core import Problem
-from problems.errors import UsageError
+from gradpath.backends.adam import adam_update, learning_rate
+from gradpath.backends.checkpoint import flatten, unflatten
+from gradpath.backends.devices import cpu_name
+from gradpath.backends.losses import derivatives, term_loss, term_losses
+from gradpath.backends.protocol import ChunkOutput
+from gradpath.backends.settings import TrainSettings
+from gradpath.problems.core import Problem
+from gradpath.problems.errors import UsageError
 
 
 def _gpu_devices() -> list:
@@ -43,7 +43,7 @@ def _full_precision():
 
 
 class JaxBackend:
-    """Builds :class:`JaxTrainer` objects (see backends.protocol.Backend)."""
+    """Builds :class:`JaxTrainer` objects (see gradpath.backends.protocol.Backend)."""
 
     name = "jax"
     supports_lanes = True  # trainer(..., lanes=n) trains n seeds in one vectorised program
@@ -73,7 +73,7 @@ _LANE_AXES = {"params": 0, "m": 0, "v": 0, "weights": 0, "norm": 0, "count": Non
 
 
 class JaxTrainer:
-    """See backends.protocol.Trainer. State is a dict of jax arrays (a pytree)."""
+    """See gradpath.backends.protocol.Trainer. State is a dict of jax arrays (a pytree)."""
 
     def __init__(self, problem: Problem, settings: TrainSettings, device: str, lanes: int | None = None) -> None:
         if settings.dtype == "float64":

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from backends.compile_cache import enable_inductor_cache
-from backends.torch.trainer import TorchBackend
+from gradpath.backends.compile_cache import enable_inductor_cache
+from gradpath.backends.torch.trainer import TorchBackend
 
 
 def backend() -> TorchBackend:
     """The entry point the backend registry calls; turns on the persistent compilation cache
-    (backends.compile_cache) before anything compiles."""
+    (gradpath.backends.compile_cache) before anything compiles."""
     enable_inductor_cache()
     return TorchBackend()

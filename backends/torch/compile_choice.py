@@ -5,9 +5,9 @@ by op), ``traced`` (the graph that make_fx records from it, run by TorchScript's
 without Python or functorch in between: about 2.8x faster, for a few seconds of tracing) and
 ``compiled`` (that graph compiled by inductor into an AOTInductor package: about 7x faster than
 eager, tens of seconds to build from empty caches, a few hundredths to load once built,
-:mod:`backends.torch.packages`). Which finishes first depends on the run's length and on the
+:mod:`gradpath.backends.torch.packages`). Which finishes first depends on the run's length and on the
 caches; :func:`plan` estimates each route's set-up and step time before the run starts,
-:class:`backends.torch.trainer.TorchTrainer` follows it, and the run's manifest records the route
+:class:`gradpath.backends.torch.trainer.TorchTrainer` follows it, and the run's manifest records the route
 and the reason (``compilation``).
 
 The estimates come from a ledger in the cache folder (``compile/torch/ledger/``, one JSON file
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends.compile_cache import compile_cache_dir
-from backends.settings import TrainSettings
-from backends.torch import packages
-from problems.core import Problem
+from gradpath.backends.compile_cache import compile_cache_dir
+from gradpath.backends.settings import TrainSettings
+from gradpath.backends.torch import packages
+from gradpath.problems.core import Problem
 
 # Ratios measured on the 2-core CPU of the development machine (torch 2.13, Helmholtz M4, quiet;
 # benchmarks/compile_breakdown.py, results/perf/compile-breakdown), in units of the eager step's
@@ -105,9 +105,9 @@ def _jsonable(value: Any) -> str:
 def _package_digest(cls: type) -> str | None:
     """A digest of the source of the package that defines ``cls`` outside gradpath (a plugin problem:
     its helpers and base classes live beside it), or None for gradpath's own problems."""
-    top = cls.__module__.split(".")[0]
-    if top in _SOURCES:
+    if cls.__module__.split(".")[:2] in (["gradpath", package] for package in _SOURCES):
         return None
+    top = cls.__module__.split(".")[0]
     try:
         spec = importlib.util.find_spec(top)
         if spec is None:
@@ -129,7 +129,7 @@ def _hardware(device: str) -> dict[str, Any]:
 
     import torch
 
-    from backends.devices import cpu_name
+    from gradpath.backends.devices import cpu_name
 
     out: dict[str, Any] = {"machine": platform.machine(), "cpu": cpu_name(),
                            "isa": torch.backends.cpu.get_cpu_capability()}

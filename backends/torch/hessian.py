@@ -3,7 +3,7 @@
 The same loss and flattening as backends/jax/hessian.py, so both backends give the same operator
 (tests/test_diagnostics.py). Products with a block of vectors are ``vmap``-ed; they run eagerly:
 an operator is used for tens of products (Lanczos) or one dense pass, where compiling would cost
-more than it saves. See backends.diagnostics.hessian_operator.
+more than it saves. See gradpath.backends.diagnostics.hessian_operator.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import array_api_compat.torch as xp
 import numpy as np
 import torch
 
-from backends.losses import term_losses
-from problems.core import Problem
+from gradpath.backends.losses import term_losses
+from gradpath.problems.core import Problem
 
 
 def hessian_matmat(problem: Problem, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray,

@@ -23,7 +23,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from backends.compile_cache import compile_cache_dir, enabled
+from gradpath.backends.compile_cache import compile_cache_dir, enabled
 
 
 def available() -> bool:

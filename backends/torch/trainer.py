@@ -1,16 +1,16 @@
 """PyTorch trainer: sampling is done by numpy outside; each step runs as one graph, compiled or not.
 
-Per step: forward-mode jets for the input derivatives (backends.jets), one reverse pass for the
-parameter gradient of sum_i lambda_i L_i, Adam (backends.adam), and every ``anneal_every`` steps,
+Per step: forward-mode jets for the input derivatives (gradpath.backends.jets), one reverse pass for the
+parameter gradient of sum_i lambda_i L_i, Adam (gradpath.backends.adam), and every ``anneal_every`` steps,
 after the update and on the same batch, the per-term gradients at the new parameters and the
-annealing rule (backends.weighting), as the authors' code does (spec 3.2.5).
+annealing rule (gradpath.backends.weighting), as the authors' code does (spec 3.2.5).
 
 Note:
     The step is traced with ``make_fx``, rather than given to ``torch.compile`` as Python: dynamo
     refuses to trace the trace-time numpy in the shared jets code (``np.poly1d`` in
     ``_tanh_polynomials``), while ``make_fx`` runs the Python as Python and records only tensor
     operations, ``torch.func`` gradients included, as one flat graph without double backward.
-    The run's plan (:mod:`backends.torch.compile_choice`, ``--compile``) then takes one of three
+    The run's plan (:mod:`gradpath.backends.torch.compile_choice`, ``--compile``) then takes one of three
     routes: ``compiled`` (the graph compiled by inductor), ``traced`` (the graph run by
     TorchScript's interpreter: the operations of the eager step without Python and functorch in
     between, 2.8x faster here, no compiler; equal to eager to rounding, not bit for bit) or
@@ -39,15 +39,15 @@ import torch
 import torch.utils._pytree as pytree
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from backends.adam import adam_update, learning_rate
-from backends.checkpoint import flatten, unflatten
-from backends.devices import cpu_name
-from backends.losses import derivatives, term_loss, term_losses
-from backends.protocol import ChunkOutput
-from backends.settings import TrainSettings
-from backends.torch import compile_choice, packages
-from problems.core import Problem
-from problems.errors import UsageError
+from gradpath.backends.adam import adam_update, learning_rate
+from gradpath.backends.checkpoint import flatten, unflatten
+from gradpath.backends.devices import cpu_name
+from gradpath.backends.losses import derivatives, term_loss, term_losses
+from gradpath.backends.protocol import ChunkOutput
+from gradpath.backends.settings import TrainSettings
+from gradpath.backends.torch import compile_choice, packages
+from gradpath.problems.core import Problem
+from gradpath.problems.errors import UsageError
 
 _EAGER = object()  # marks a graph that failed to compile and runs eagerly from then on
 _TIMED_CHUNKS = 5  # full chunks timed for the compile ledger
@@ -104,7 +104,7 @@ def _interpreted(graph: Callable, args: tuple) -> Callable:
 
 
 class TorchBackend:
-    """Builds :class:`TorchTrainer` objects (see backends.protocol.Backend)."""
+    """Builds :class:`TorchTrainer` objects (see gradpath.backends.protocol.Backend)."""
 
     name = "torch"
     supports_lanes = True  # trainer(..., lanes=n) trains n seeds in one vectorised program
@@ -131,7 +131,7 @@ class TorchBackend:
 
 
 class TorchTrainer:
-    """See backends.protocol.Trainer. State is a dict of torch tensors, never changed in place.
+    """See gradpath.backends.protocol.Trainer. State is a dict of torch tensors, never changed in place.
 
     Note:
         On the CPU the trainer computes with one thread (set while it runs, restored after):

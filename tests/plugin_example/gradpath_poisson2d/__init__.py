@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import pi
 
-from problems import Box, Problem, Term
+from gradpath.problems import Box, Problem, Term
 
 SQUARE = Box((0.0, 0.0), (1.0, 1.0))
 
