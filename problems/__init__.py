@@ -1,7 +1,8 @@
 """Backend-agnostic PDE problems and their registry.
 
 Built-in problems sit in a table; third-party packages add more through the ``gradpath.problems``
-entry-point group (each entry point names a :class:`Problem` subclass).
+entry-point group (each entry point names a :class:`Problem` subclass whose ``name`` is the entry
+point's name).
 """
 
 from __future__ import annotations
@@ -51,10 +52,26 @@ def problem_class(name: str) -> type[Problem]:
                 cls = ep.load()
                 if not (isinstance(cls, type) and issubclass(cls, Problem) and dataclasses.is_dataclass(cls)):
                     raise TypeError(f"{cls!r} is not a Problem subclass decorated with @dataclass")
-                return cls
             except Exception as exc:  # a broken plugin must name itself, not break the others
                 raise plugin_failed("problem", name, ep.value, exc) from exc
+            _require_matching_name(name, ep.value, cls)
+            return cls
     raise unknown_choice("problem", name, problem_sources())
+
+
+def _require_matching_name(entry_point: str, target: str, cls: type[Problem]) -> None:
+    """Raise a UsageError unless the class's ``name`` equals the entry-point name it is registered under.
+
+    Runs are recorded and found under the entry-point name, while the problem's own messages, figures
+    and the conformance kit use its ``name``: two names for one problem are refused, not recorded.
+    """
+    declared = getattr(cls, "name", None)
+    if declared == entry_point:
+        return
+    has = f"sets name = {declared!r}" if isinstance(declared, str) else "sets no name"
+    fix = f"rename the entry point to {declared!r} or set" if isinstance(declared, str) else "set"
+    raise UsageError(f"problem plugin {entry_point!r} ({target}): class {cls.__name__} {has}, but the entry-point "
+                     f"name must equal the class's name; {fix} name = {entry_point!r} in {cls.__name__}")
 
 
 def get_problem(name: str, **params: Any) -> Problem:

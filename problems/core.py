@@ -73,15 +73,17 @@ class Problem:
     """Base class of every PDE problem; subclasses are frozen dataclasses of their parameters.
 
     Class attributes a subclass sets:
-        name: registry and CLI name (kebab-case).
-        inputs, outputs: one-letter input names in network order; output names.
+        name: registry and CLI name (kebab-case); a plugin's entry point must have the same name.
+        inputs, outputs: one-letter input names in network order; output names without ``_``
+            (default ``("u",)``).
         domain: the residual box (also used for the input normalisation).
         layers: the authors' network, ``(inputs, hidden..., outputs)``.
         test_points_per_axis: the test grid is ``domain.grid(test_points_per_axis)``.
         solution_needs: derivative keys :meth:`solution` reads (the compared field).
         primary_metric: the key of :meth:`metrics` reported as "the error".
         default_weighting: annealing variant used unless a run names one.
-        citation: where the problem and its settings come from.
+        citation: where the problem and its settings come from (optional, default ``""``;
+            documentation only, nothing reads it).
     """
 
     name: ClassVar[str]

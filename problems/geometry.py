@@ -45,7 +45,18 @@ class Box:
         return np.all((x >= np.asarray(self.lo) - tol) & (x <= np.asarray(self.hi) + tol), axis=-1)
 
     def face(self, axis: int, side: str) -> Box:
-        """The face where coordinate ``axis`` equals its lower (``side='lo'``) or upper bound."""
+        """The face where coordinate ``axis`` equals its lower (``side='lo'``) or upper (``side='hi'``) bound.
+
+        The face is a degenerate box with the same ``dim``: coordinate ``axis`` is fixed, the others
+        keep their range (``axis`` counts from 0 in the order of the problem's ``inputs``). A face of
+        a 1-D box is a point, and every point sampled from it is that point.
+
+        Example:
+            >>> Box((0.0, 0.0), (1.0, 2.0)).face(1, "hi")
+            Box(lo=(0.0, 2.0), hi=(1.0, 2.0))
+            >>> Box((0.0,), (1.0,)).face(0, "lo")
+            Box(lo=(0.0,), hi=(0.0,))
+        """
         value = self.lo[axis] if side == "lo" else self.hi[axis]
         lo, hi = list(self.lo), list(self.hi)
         lo[axis] = hi[axis] = value
