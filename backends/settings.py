@@ -32,7 +32,7 @@ COMPILE_CHOICES = ("auto", "on", "off")
 ANNEAL_EVERY = 10  # the authors' code updates the loss weights every 10 steps (spec 3.2)
 
 # Upper bounds on the sizes a run may name: beyond them a run is a typo, not an experiment. What
-# fits in memory is checked separately, against the machine, before a run starts (gradpath.suite.resources).
+# fits in memory is checked separately, against the machine, before a run starts (gradpath.suite.runs.resources).
 # Step counts: the compiled step counts in int32 (2**31 - 1), and 1e9 steps at 1 ms a step are 12 days.
 MAX_STEPS = 10**9
 MAX_WIDTH = 100_000  # the paper's widest network has 100 units a layer

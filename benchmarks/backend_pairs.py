@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradpath.suite.paper_comparison import seed_pairs
-from gradpath.suite.restore import HISTORIES, RUNS
+from gradpath.suite.analysis.paper_comparison import seed_pairs
+from gradpath.suite.runs.restore import HISTORIES, RUNS
 
 GATED = ("M3", "M4")  # methods on the gated network (gradpath.backends.methods)
 

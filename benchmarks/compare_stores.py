@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from gradpath.suite.paper_comparison import device_column, measured_cells
-from gradpath.suite.record import DONE
-from gradpath.suite.store import Store, runs_table
-from gradpath.suite.tables import cell_groups, config_columns
+from gradpath.suite.analysis.paper_comparison import device_column, measured_cells
+from gradpath.suite.runs.record import DONE
+from gradpath.suite.runs.store import Store, runs_table
+from gradpath.suite.analysis.tables import cell_groups, config_columns
 
 
 def _done_runs(root: str | Path) -> pd.DataFrame:

@@ -3,14 +3,14 @@
     PYTHONPATH=. python benchmarks/escape_factors.py STORE [--problem helmholtz] [--backend jax] [--method M1]
 
 Helmholtz's M1 runs leave their slow phase (boundary-violating: error 3-8, boundary loss near 35;
-not u = 0, see :mod:`gradpath.suite.escape`) at very different steps, and late ones end with large errors
+not u = 0, see :mod:`gradpath.suite.analysis.escape`) at very different steps, and late ones end with large errors
 (results/paper/findings.md). Two things that differ between seeds could set that step: the
 input normalisation, whose statistics the authors' code estimates from a random sample (spec 11),
 and the seed's initial weights. For the store's complete runs of one problem, backend and method,
 with the paper's settings apart from width and depth, this prints:
 
 - the spread of the normalisation statistics (``norm_mu``, ``norm_sigma`` in each run's params.npz);
-- Spearman's rank correlation of each statistic with the escape step (:mod:`gradpath.suite.escape`; a run that
+- Spearman's rank correlation of each statistic with the escape step (:mod:`gradpath.suite.analysis.escape`; a run that
   never leaves ranks last) and with the final error, over all those runs;
 - for every pair of architectures that share seeds, Spearman's correlation of the seeds' escape
   steps: if a seed's weights decided it, a seed that leaves late on one architecture would tend to
@@ -32,9 +32,9 @@ from scipy import stats
 from gradpath.backends.data import seed_normalisation
 from gradpath.backends.settings import TrainSettings
 from gradpath.problems import get_problem, problem_class
-from gradpath.suite.escape import escape_steps
-from gradpath.suite.record import CONFIG, PARAMS
-from gradpath.suite.store import Store, gather
+from gradpath.suite.analysis.escape import escape_steps
+from gradpath.suite.runs.record import CONFIG, PARAMS
+from gradpath.suite.runs.store import Store, gather
 
 # settings that must be the paper's (TrainSettings defaults) for a run to count; width and depth vary
 FIXED = ("gate", "anneal_every", "steps", "batch_size", "lr", "lr_decay_rate", "lr_decay_steps", "adam_eps",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gradpath.suite.record import SUMMARY
+from gradpath.suite.runs.record import SUMMARY
 
 
 def edit_summary(path: Path, **fields) -> None:

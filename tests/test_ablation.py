@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gradpath.suite.ablation import ablation_section, variants
-from gradpath.suite.tables import cell_stats, errors_by_cell
+from gradpath.suite.analysis.ablation import ablation_section, variants
+from gradpath.suite.analysis.tables import cell_stats, errors_by_cell
 
 BASE = np.array([0.020, 0.018, 0.025, 0.022, 0.019, 0.021, 0.017, 0.024, 0.023, 0.016])
 

@@ -9,8 +9,9 @@ import math
 import pytest
 
 from gradpath.problems.errors import UsageError
-from gradpath.suite import bench, bench_report
-from gradpath.suite.cli import main
+from gradpath.suite.perf import bench
+from gradpath.suite.perf import report as bench_report
+from gradpath.suite.cli.commands import main
 
 
 def _row(backend: str, method: str, ms: float, problem: str = "helmholtz") -> dict:
@@ -75,6 +76,6 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
 
 def test_deepxde_worker_measures_its_pytorch_backend():
     pytest.importorskip("deepxde")
-    out = bench.run_in_subprocess("gradpath.suite.bench_deepxde", {"steps": 20, "chunk": 10}, env={"DDE_BACKEND": "pytorch"})
+    out = bench.run_in_subprocess("gradpath.suite.perf.deepxde", {"steps": 20, "chunk": 10}, env={"DDE_BACKEND": "pytorch"})
     assert out["backend"] == "pytorch" and out["chunks"] == 2 and out["ms_per_step"] > 0
     assert math.isfinite(out["final_train_loss"])

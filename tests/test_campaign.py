@@ -10,12 +10,13 @@ import pytest
 from gradpath.backends.methods import METHODS
 from gradpath.problems import problem_names, problem_sources
 from gradpath.problems.errors import UsageError
-from gradpath.suite.campaign import expand, load_campaign, parse_campaign
-from gradpath.suite.cli import main
-from gradpath.suite.execute import run_campaign
-from gradpath.suite.presets import PRESETS
-from gradpath.suite.record import SUMMARY, config_hash
-from gradpath.suite.store import Store
+from gradpath.suite.campaigns.definition import expand, load_campaign, parse_campaign
+from gradpath.suite.cli.commands import main
+from gradpath.suite.campaigns import schedule
+from gradpath.suite.campaigns.schedule import run_campaign
+from gradpath.suite.campaigns.presets import PRESETS
+from gradpath.suite.runs.record import SUMMARY, config_hash
+from gradpath.suite.runs.store import Store
 
 TINY = {"steps": 20, "width": 8, "depth": 2, "log_every": 10}
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
@@ -263,7 +264,7 @@ def test_dask_executor_on_a_loopback_cluster(tmp_path):
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
                                   host="127.0.0.1", dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        from gradpath.suite.executors import make_executor
+        from gradpath.suite.campaigns.executors import make_executor
         executor = make_executor("dask", scheduler=cluster.scheduler_address)
         try:
             assert executor.slots == 2
@@ -283,20 +284,20 @@ def test_an_interrupted_job_trains_none_of_its_other_groups(monkeypatch, tmp_pat
     """Ctrl-C in a job whose runs stopped at different checkpoint steps (two groups) stops the job."""
     import types
 
-    from gradpath.suite import execute
+    from gradpath.suite.runs import job
 
     specs = _campaign({"grid": {"problem": ["poisson1d"], "seed": [0, 1]}, "settings": {**TINY, "depth": 1}})
     store = Store(tmp_path)
     checkpoints = {store.path(specs[0]): types.SimpleNamespace(step=10)}  # seed 1 has none: a second group
-    monkeypatch.setattr(execute, "load_checkpoint", lambda path: checkpoints.get(path))
+    monkeypatch.setattr(job, "load_checkpoint", lambda path: checkpoints.get(path))
     trained = []
 
     def interrupted(some, store, argv, t0, resume=None):
         trained.append([s.settings["seed"] for s in some])
-        return [execute._outcome(s, "interrupted", t0, "interrupted") for s in some]
+        return [job.outcome(s, "interrupted", t0, "interrupted") for s in some]
 
-    monkeypatch.setattr(execute, "_train", interrupted)
-    outcomes = execute.run_group(specs, str(tmp_path), [])
+    monkeypatch.setattr(job, "_train", interrupted)
+    outcomes = job.run_group(specs, str(tmp_path), [])
     assert trained == [[0]]  # the second group never started
     assert [o["status"] for o in outcomes] == ["interrupted", "interrupted"]
     assert outcomes[1]["message"] == "interrupted before it started"
@@ -318,18 +319,18 @@ def test_an_option_the_executor_ignores_is_a_usage_error(options, message, capsy
 def test_a_job_skips_runs_that_are_done_or_held_and_a_dead_worker_fails_only_unfinished_ones(monkeypatch, tmp_path):
     import concurrent.futures
 
-    from gradpath.suite import execute
-    from gradpath.suite.record import RunRecord
+    from gradpath.suite.runs import job
+    from gradpath.suite.runs.record import RunRecord
 
     done, held, unfinished = _campaign({"grid": {"problem": ["poisson1d"], "seed": [0, 1, 2]},
                                         "settings": {**TINY, "depth": 1}})
     store = Store(tmp_path)
-    assert execute.run_group([done], str(tmp_path), [])[0]["status"] == "complete"
+    assert job.run_group([done], str(tmp_path), [])[0]["status"] == "complete"
     record_of_done = (store.path(done) / SUMMARY).read_bytes()
     lock = Store.lock
     monkeypatch.setattr(Store, "lock", lambda self, run, timeout=30.0: lock(self, run, timeout=0.2))
     with lock(store, held):  # another process trains it
-        outcomes = execute.run_group([done, held], str(tmp_path), [])
+        outcomes = job.run_group([done, held], str(tmp_path), [])
     assert [(o["status"], o["message"]) for o in outcomes] == [
         ("skipped", "already done"), ("skipped", "another process holds its lock")]
     assert not store.path(held).exists()
@@ -355,6 +356,6 @@ def test_a_job_skips_runs_that_are_done_or_held_and_a_dead_worker_fails_only_unf
     assert summary == {"status": "failed", "failure": "worker process died: RuntimeError: killed"}
     assert not store.path(held).exists()  # no record is made up for a run that never started
     # a worker that dies after its run finished leaves the finished record, and its status, alone
-    outcome = execute._worker_died(store, done, RuntimeError("killed"), 0.0)
+    outcome = schedule._worker_died(store, done, RuntimeError("killed"), 0.0)
     assert outcome["status"] == "complete" and "then its worker process died" in outcome["message"]
     assert (store.path(done) / SUMMARY).read_bytes() == record_of_done

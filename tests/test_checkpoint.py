@@ -14,10 +14,11 @@ from gradpath.backends.checkpoint import Checkpoint, CheckpointMismatch
 from gradpath.backends.settings import TrainSettings
 from gradpath.backends.training import train_seeds
 from gradpath.problems import get_problem
-from gradpath.suite import execute, recording
-from gradpath.suite.campaign import expand, parse_campaign
-from gradpath.suite.record import CHECKPOINT, HISTORY, MANIFEST, SUMMARY, load_checkpoint, save_checkpoint
-from gradpath.suite.store import Store
+from gradpath.suite.runs import job
+from gradpath.suite.runs import recording
+from gradpath.suite.campaigns.definition import expand, parse_campaign
+from gradpath.suite.runs.record import CHECKPOINT, HISTORY, MANIFEST, SUMMARY, load_checkpoint, save_checkpoint
+from gradpath.suite.runs.store import Store
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 # float32 as campaigns train; eager torch keeps the test short (restoring does not touch compiling)
@@ -105,7 +106,7 @@ def _specs(steps=40):
 
 def _interrupt_after(monkeypatch, step):
     """Make the campaign's checkpoints come after every chunk and 'kill' the job after the one at ``step``."""
-    monkeypatch.setattr(execute, "CHECKPOINT_EVERY", 0.0)
+    monkeypatch.setattr(job, "CHECKPOINT_EVERY", 0.0)
     real = recording.save_checkpoint
 
     def save_then_stop(directory, checkpoint):
@@ -121,7 +122,7 @@ def _stopped_campaign_job(tmp_path, monkeypatch):
     specs, store = _specs(), Store(tmp_path / "store")
     with monkeypatch.context() as patch:
         _interrupt_after(patch, 20)
-        execute.run_group(specs, str(store.root), ["test"])
+        job.run_group(specs, str(store.root), ["test"])
     return specs, store
 
 
@@ -129,21 +130,21 @@ def _stopped_campaign_job(tmp_path, monkeypatch):
 def test_a_stopped_campaign_job_goes_on_from_its_checkpoints(tmp_path, monkeypatch):
     specs = _specs()
     whole = Store(tmp_path / "whole")
-    assert [o["status"] for o in execute.run_group(specs, str(whole.root), ["test"])] == ["complete"] * 2
+    assert [o["status"] for o in job.run_group(specs, str(whole.root), ["test"])] == ["complete"] * 2
     assert not any((whole.path(s) / CHECKPOINT).exists() for s in specs)  # a done run keeps none
 
     store = Store(tmp_path / "store")
     with monkeypatch.context() as patch:
         _interrupt_after(patch, 20)
-        outcomes = execute.run_group(specs, str(store.root), ["test"])
+        outcomes = job.run_group(specs, str(store.root), ["test"])
     assert [o["status"] for o in outcomes] == ["interrupted"] * 2
     assert all(load_checkpoint(store.path(s)).step == 20 for s in specs)
     with monkeypatch.context() as patch:  # stopped a second time, after going on
         _interrupt_after(patch, 30)
-        outcomes = execute.run_group(specs, str(store.root), ["test"])
+        outcomes = job.run_group(specs, str(store.root), ["test"])
     assert [o["status"] for o in outcomes] == ["interrupted"] * 2
 
-    outcomes = execute.run_group(specs, str(store.root), ["test"])
+    outcomes = job.run_group(specs, str(store.root), ["test"])
     assert [o["status"] for o in outcomes] == ["complete"] * 2
     for spec in specs:
         summary = json.loads((store.path(spec) / SUMMARY).read_text())
@@ -167,7 +168,7 @@ def test_checkpoints_that_no_longer_fit_are_dropped_and_the_runs_start_afresh(tm
         checkpoint = load_checkpoint(store.path(spec))
         checkpoint.state["extra"] = np.zeros(1)
         save_checkpoint(store.path(spec), checkpoint)
-    outcomes = execute.run_group(specs, str(store.root), ["test"])
+    outcomes = job.run_group(specs, str(store.root), ["test"])
     assert [o["status"] for o in outcomes] == ["complete"] * 2
     for spec in specs:
         summary = json.loads((store.path(spec) / SUMMARY).read_text())
@@ -183,13 +184,13 @@ def test_a_run_that_cannot_start_keeps_its_checkpoint(tmp_path, monkeypatch):
         raise RuntimeError("no such device today")
 
     with monkeypatch.context() as patch:
-        patch.setattr(execute, "get_problem", broken)
-        outcomes = execute.run_group(specs, str(store.root), ["test"])
+        patch.setattr(job, "get_problem", broken)
+        outcomes = job.run_group(specs, str(store.root), ["test"])
     assert [o["status"] for o in outcomes] == ["failed"] * 2
     assert all(load_checkpoint(store.path(s)).step == 20 for s in specs)
     # the manifest still names the process that trained the first 20 steps, not the one that failed
     assert all("started" in json.loads((store.path(s) / MANIFEST).read_text()) for s in specs)
-    outcomes = execute.run_group(specs, str(store.root), ["test"])
+    outcomes = job.run_group(specs, str(store.root), ["test"])
     assert [o["status"] for o in outcomes] == ["complete"] * 2
     for spec in specs:
         assert json.loads((store.path(spec) / SUMMARY).read_text())["resumed_at_steps"] == [20]
@@ -202,7 +203,7 @@ RUN_COMMAND = ["run", "poisson1d", "--steps", "40", "--log-every", "10", "--widt
 
 def _stopped_at_step_20(monkeypatch, command: list[str]) -> None:
     """Run ``command`` (gradpath run) until its checkpoint at step 20 is saved, then Ctrl-C it."""
-    from gradpath.suite import cli
+    from gradpath.suite.cli import commands as cli
 
     real = recording.save_checkpoint
 
@@ -218,7 +219,7 @@ def _stopped_at_step_20(monkeypatch, command: list[str]) -> None:
 
 @needs_jax
 def test_gradpath_run_goes_on_from_its_checkpoint_and_force_starts_afresh(tmp_path, monkeypatch, capsys):
-    from gradpath.suite import cli
+    from gradpath.suite.cli import commands as cli
 
     command = RUN_COMMAND
     assert cli.main([*command, "--out", str(tmp_path / "whole")]) == 0
@@ -239,7 +240,7 @@ def test_gradpath_run_goes_on_from_its_checkpoint_and_force_starts_afresh(tmp_pa
 
 @needs_jax
 def test_gradpath_run_starts_afresh_from_a_checkpoint_that_no_longer_fits(tmp_path, monkeypatch, capsys):
-    from gradpath.suite import cli
+    from gradpath.suite.cli import commands as cli
 
     command = [*RUN_COMMAND, "--out", str(tmp_path)]
     _stopped_at_step_20(monkeypatch, command)

@@ -18,9 +18,9 @@ from gradpath.backends.methods import GATES, METHODS
 from gradpath.backends.training import TrainResult
 from gradpath.backends.weighting import WEIGHTINGS
 from gradpath.problems import problem_names
-from gradpath.suite.cli import main
-from gradpath.suite.record import CONFIG, GRADIENTS, HISTORY, MANIFEST, PARAMS, SUMMARY
-from gradpath.suite.store import Store
+from gradpath.suite.cli.commands import main
+from gradpath.suite.runs.record import CONFIG, GRADIENTS, HISTORY, MANIFEST, PARAMS, SUMMARY
+from gradpath.suite.runs.store import Store
 
 TINY = ["--iterations", "20", "--log-every", "10", "--width", "8", "--depth", "2"]
 
@@ -205,6 +205,6 @@ def test_a_bug_keeps_its_traceback_and_marks_the_run_failed(monkeypatch, tmp_pat
     (run,) = _runs(tmp_path)
     summary = json.loads((run / SUMMARY).read_text())
     assert summary["status"] == "failed" and summary["failure"] == "RuntimeError: a bug"
-    # the record says where, as a campaign worker's does (both keep records through gradpath.suite.recording)
+    # the record says where, as a campaign worker's does (both keep records through gradpath.suite.runs.recording)
     assert "Traceback" in summary["traceback"] and "a bug" in summary["traceback"]
     assert summary["steps"] == 10 and summary["metric"] == "rel_l2"

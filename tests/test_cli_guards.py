@@ -24,14 +24,16 @@ from gradpath.backends import training
 from gradpath.backends.settings import MAX_BATCH, MAX_DEPTH, MAX_STEPS, MAX_WIDTH, TrainSettings
 from gradpath.problems import get_problem
 from gradpath.problems.cavity import Cavity
-from gradpath.suite import cli, resources
-from gradpath.suite.campaign import expand, parse_campaign
-from gradpath.suite.cli import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, main
-from gradpath.suite.execute import CampaignResult, run_group
-from gradpath.suite.progress import Progress
-from gradpath.suite.record import CHECKPOINT, HISTORY, SUMMARY
-from gradpath.suite.resources import GIB, estimate_memory
-from gradpath.suite.store import Store
+from gradpath.suite.cli import commands as cli
+from gradpath.suite.runs import resources
+from gradpath.suite.campaigns.definition import expand, parse_campaign
+from gradpath.suite.cli.commands import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, main
+from gradpath.suite.campaigns.schedule import CampaignResult
+from gradpath.suite.runs.job import run_group
+from gradpath.suite.campaigns.progress import Progress
+from gradpath.suite.runs.record import CHECKPOINT, HISTORY, SUMMARY
+from gradpath.suite.runs.resources import GIB, estimate_memory
+from gradpath.suite.runs.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--iterations", "2", "--log-every", "1", "--width", "4", "--depth", "1", "--batch-size", "4", "--quiet"]
@@ -250,7 +252,7 @@ def test_sigterm_stops_a_campaign_worker_as_ctrl_c_does(tmp_path):
                                     "test"))
     store = Store(tmp_path / "store")
     message = json.dumps({"specs": [json.loads(spec.to_json())], "store": str(store.root), "argv": ["campaign"]})
-    proc = subprocess.Popen([sys.executable, "-m", "gradpath.suite.execute"], cwd=ROOT, env=_environment(),
+    proc = subprocess.Popen([sys.executable, "-m", "gradpath.suite.runs.job"], cwd=ROOT, env=_environment(),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         proc.stdin.write(message)
@@ -300,7 +302,7 @@ def test_the_usage_line_names_every_command(capsys):
 
 
 def test_reproduce_and_report_write_outside_the_tracked_results(monkeypatch, capsys, tmp_path):
-    import gradpath.suite.report
+    import gradpath.suite.report.build
 
     written = []
 
@@ -308,7 +310,7 @@ def test_reproduce_and_report_write_outside_the_tracked_results(monkeypatch, cap
         written.append(out)
         return [Path(out) / "REPORT.md"]
 
-    monkeypatch.setattr(gradpath.suite.report, "build_report", build_report)
+    monkeypatch.setattr(gradpath.suite.report.build, "build_report", build_report)
     monkeypatch.chdir(tmp_path)  # the default results directory is created here, not in the checkout
     campaign, specs = cli._plan("smoke")
     store = Store(tmp_path / "store")
@@ -339,7 +341,7 @@ def test_the_eta_leaves_out_the_compile():
 
 
 def test_an_unwritable_results_directory_is_a_usage_error_naming_out(tmp_path, capsys):
-    from gradpath.suite.cli import main
+    from gradpath.suite.cli.commands import main
 
     a_file = tmp_path / "a-file"
     a_file.write_text("not a directory")

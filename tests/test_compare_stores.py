@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from benchmarks.compare_stores import cell_comparison, paired_runs, report
-from gradpath.suite.campaign import expand, parse_campaign
-from gradpath.suite.record import RunRecord
-from gradpath.suite.store import Store
+from gradpath.suite.campaigns.definition import expand, parse_campaign
+from gradpath.suite.runs.record import RunRecord
+from gradpath.suite.runs.store import Store
 
 
 def _store(root, errors: dict[int, float], device: str | None, ms: float, status: dict[int, str] | None = None,

@@ -14,8 +14,8 @@ from gradpath.backends.settings import TrainSettings
 from gradpath.backends.training import train
 from gradpath.problems import get_problem
 from gradpath.problems.errors import UsageError
-from gradpath.suite.campaign import config_hash
-from gradpath.suite.cli import main
+from gradpath.suite.campaigns.definition import config_hash
+from gradpath.suite.cli.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def test_the_traced_route_computes_the_eager_step_to_rounding(cache):
         start = seed_start(problem, settings)
         state = trainer.init(start.params, start.mu, start.sigma)
         batches = draw_batches(problem, start.batches, 12, settings.batch_size, settings.dtype)
-        state, out = trainer.train(state, batches, 0)
+        state, out = trainer.train(state, batches)
         outs[route] = (trainer.export(state), out)
         assert bool(trainer._compiled) == (route == "traced")
     (eager_params, eager_out), (traced_params, traced_out) = outs["eager"], outs["traced"]

@@ -20,7 +20,7 @@ from gradpath.backends.init import init_params
 from gradpath.backends.settings import TrainSettings
 from gradpath.problems import get_problem
 from gradpath.problems.errors import UsageError
-from gradpath.suite.record import GRADIENTS, load_gradients, save_gradients
+from gradpath.suite.runs.record import GRADIENTS, load_gradients, save_gradients
 
 BOTH = pytest.mark.skipif(not (importlib.util.find_spec("jax") and importlib.util.find_spec("torch")),
                           reason="needs both jax and torch")
@@ -184,8 +184,8 @@ def test_jax_and_torch_give_the_same_statistics_and_sigma_max():
 
 
 def test_a_preset_runs_end_to_end_and_writes_its_report(tmp_path):
-    from gradpath.suite.diagnostic_report import write_report
-    from gradpath.suite.diagnostics import Experiment, RunPlan, load_run, run_one
+    from gradpath.suite.diagnostics.report import write_report
+    from gradpath.suite.diagnostics.experiments import Experiment, RunPlan, load_run, run_one
 
     experiment = Experiment("fig5", "a small fig5", (RunPlan("C=1", "poisson1d", {"C": 1.0}),
                                                      RunPlan("C=2", "poisson1d", {"C": 2.0})),
@@ -213,14 +213,14 @@ def test_a_preset_runs_end_to_end_and_writes_its_report(tmp_path):
     again = [load_run(experiment, plan, tmp_path) for plan in experiment.runs]
     write_report(experiment, again, tmp_path / "again", backend=backend, parameter_set="weights")
     assert json.loads((tmp_path / "again" / "numbers.json").read_text())["per_seed"] == numbers["per_seed"]
-    from gradpath.suite.cli import main
+    from gradpath.suite.cli.commands import main
     assert main(["diagnose", "histograms", str(tmp_path / "C-1"), str(tmp_path / "C-2"), "--step", "20",
                  "--out", str(tmp_path / "h.png")]) == 0
     assert (tmp_path / "h.png").stat().st_size > 0
 
 
 def test_the_diagnose_command_refuses_bad_input(capsys):
-    from gradpath.suite.cli import main
+    from gradpath.suite.cli.commands import main
 
     assert main(["diagnose", "fig6"]) == 2
     assert "unknown diagnostics preset 'fig6'; choose one of: fig11, fig3, fig4, fig5" in capsys.readouterr().err
@@ -262,7 +262,7 @@ def test_training_records_gradients_per_seed_also_when_seeds_are_vectorised():
 
 def _tiny(name="fig5"):
     """A preset of two short runs per seed, small enough to train in seconds."""
-    from gradpath.suite.diagnostics import Experiment, RunPlan
+    from gradpath.suite.diagnostics.experiments import Experiment, RunPlan
 
     return Experiment(name, "a small preset", (RunPlan("C=1", "poisson1d", {"C": 1.0}),
                                                RunPlan("C=2", "poisson1d", {"C": 2.0})),
@@ -271,8 +271,8 @@ def _tiny(name="fig5"):
 
 
 def test_seeds_are_run_directories_and_a_complete_seed_is_not_trained_again(tmp_path, monkeypatch):
-    from gradpath.suite import diagnostics
-    from gradpath.suite.diagnostics import run_directory, run_experiment
+    from gradpath.suite.diagnostics import experiments as diagnostics
+    from gradpath.suite.diagnostics.experiments import run_directory, run_experiment
 
     monkeypatch.setitem(diagnostics.PRESETS, "fig5", _tiny())
     trained = []
@@ -328,7 +328,7 @@ def test_seeds_are_run_directories_and_a_complete_seed_is_not_trained_again(tmp_
 
 def test_runs_recorded_before_seeds_were_data_are_read_as_seed_0(tmp_path):
     """A seed-0 directory without summary.json takes its summary from the preset's numbers.json (old layout)."""
-    from gradpath.suite.diagnostics import is_complete, load_run
+    from gradpath.suite.diagnostics.experiments import is_complete, load_run
 
     experiment = _tiny()
     plan = experiment.runs[0]
@@ -356,7 +356,7 @@ def test_runs_recorded_before_seeds_were_data_are_read_as_seed_0(tmp_path):
 
 
 def test_the_seed_band_is_the_median_and_range_over_seeds_at_shared_steps(tmp_path):
-    from gradpath.suite.diagnostic_plots import seed_band, sigma_max_figure
+    from gradpath.suite.diagnostics.plots import seed_band, sigma_max_figure
 
     frames = [pd.DataFrame({"step": [0, 10, 20, 30], "sigma_max_total": [1.0, 2.0, 3.0, 4.0]}),
               pd.DataFrame({"step": [0, 10, 20], "sigma_max_total": [3.0, np.nan, 9.0]}),
@@ -380,8 +380,8 @@ def _result(label, history, *, seed=0, parameters=None, spectra=None, keys=("W0"
 
 
 def test_fig3_reports_the_growth_of_both_terms_gradients_from_the_data(tmp_path):
-    from gradpath.suite.diagnostic_report import write_report
-    from gradpath.suite.diagnostics import get_experiment
+    from gradpath.suite.diagnostics.report import write_report
+    from gradpath.suite.diagnostics.experiments import get_experiment
 
     experiment = get_experiment("fig3")
 
@@ -412,7 +412,7 @@ def test_fig3_reports_the_growth_of_both_terms_gradients_from_the_data(tmp_path)
 
 
 def test_loss_movement_tells_an_oscillating_loss_from_a_steadily_falling_one():
-    from gradpath.suite.diagnostic_report import loss_movement
+    from gradpath.suite.diagnostics.report import loss_movement
 
     steps = np.arange(0, 4100, 100)
     falling = 10.0 * 0.9 ** np.arange(len(steps))  # falls a decade every 22 logged steps, never rises
@@ -429,8 +429,8 @@ def test_loss_movement_tells_an_oscillating_loss_from_a_steadily_falling_one():
 
 
 def test_fig4_reports_fig4b_from_the_logged_losses(tmp_path):
-    from gradpath.suite.diagnostic_report import write_report
-    from gradpath.suite.diagnostics import get_experiment
+    from gradpath.suite.diagnostics.report import write_report
+    from gradpath.suite.diagnostics.experiments import get_experiment
 
     experiment = get_experiment("fig4")
     rng = np.random.default_rng(0)
@@ -459,8 +459,8 @@ def test_fig4_reports_fig4b_from_the_logged_losses(tmp_path):
 
 
 def test_sigma_max_is_set_against_the_paper_axis_and_summarised_over_seeds(tmp_path):
-    from gradpath.suite.diagnostic_report import PAPER_SIGMA_AXIS, write_report
-    from gradpath.suite.diagnostics import get_experiment
+    from gradpath.suite.diagnostics.report import PAPER_SIGMA_AXIS, write_report
+    from gradpath.suite.diagnostics.experiments import get_experiment
 
     experiment = get_experiment("fig11")
 

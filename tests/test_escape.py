@@ -1,4 +1,4 @@
-"""gradpath.suite.escape: the boundary-violating and trivial phases of each run, its escape step, and the report section."""
+"""gradpath.suite.analysis.escape: the boundary-violating and trivial phases of each run, its escape step, and the report section."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradpath.suite.escape import (MIN_JUDGED_STEPS, escape_section, escape_steps, phase_cells, phase_rows, run_phases)
+from gradpath.suite.analysis.escape import (MIN_JUDGED_STEPS, escape_section, escape_steps, phase_cells, phase_rows, run_phases)
 
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 ABLATIONS = PAPER.parent / "ablations"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from benchmarks.escape_factors import report, runs_with_escape
-from gradpath.suite.campaign import expand, parse_campaign
-from gradpath.suite.record import RunRecord
-from gradpath.suite.store import Store
+from gradpath.suite.campaigns.definition import expand, parse_campaign
+from gradpath.suite.runs.record import RunRecord
+from gradpath.suite.runs.store import Store
 
 ESCAPE = {0: 400, 1: 200, 2: 600, 3: 300, 4: 500}  # the step at which each seed's error falls below 0.5
 

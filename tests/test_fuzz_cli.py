@@ -21,8 +21,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gradpath.suite.cli import EXIT_FAILED, EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_USAGE, main
-from gradpath.suite.record import SUMMARY
+from gradpath.suite.cli.commands import EXIT_FAILED, EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_USAGE, main
+from gradpath.suite.runs.record import SUMMARY
 
 PROBLEMS = ["helmholtz", "poisson1d", "klein-gordon", "cavity"]
 PARAMETERS = {  # each problem's parameters, with values good and bad

@@ -23,11 +23,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import gradpath.suite.report
-from gradpath.suite.campaign import expand, load_campaign
-from gradpath.suite.cli import main
-from gradpath.suite.record import CONFIG, DONE, HISTORY, MANIFEST, PARAMS, SUMMARY, RunRecord
-from gradpath.suite.store import Store, gather, write_tables
+import gradpath.suite.report.build
+from gradpath.suite.campaigns.definition import expand, load_campaign
+from gradpath.suite.cli.commands import main
+from gradpath.suite.runs.record import CONFIG, DONE, HISTORY, MANIFEST, PARAMS, SUMMARY, RunRecord
+from gradpath.suite.runs.store import Store, gather, write_tables
 
 CAMPAIGN = """
 name = "fuzz"
@@ -201,7 +201,7 @@ def _check(source: Path, specs, store: Path, out: Path, damages) -> None:
 
 def _fuzz(base, damages, figures) -> None:
     source, specs, root = base
-    with tempfile.TemporaryDirectory() as scratch, mock.patch.object(gradpath.suite.report, "FIGURES", figures):
+    with tempfile.TemporaryDirectory() as scratch, mock.patch.object(gradpath.suite.report.build, "FIGURES", figures):
         store = Path(scratch) / "store"
         shutil.copytree(root, store)
         for index, damage in damages:
@@ -222,4 +222,4 @@ def test_random_damage_is_reported_never_a_traceback(base, damages):
 @given(damages=DAMAGES)
 def test_random_damage_leaves_every_figure_drawable(base, damages):
     """The whole report, every figure included: none falls over on a damaged store."""
-    _fuzz(base, damages, list(gradpath.suite.report.FIGURES))
+    _fuzz(base, damages, list(gradpath.suite.report.build.FIGURES))

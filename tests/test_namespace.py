@@ -21,7 +21,7 @@ def test_nothing_installs_under_a_generic_top_level_name(tmp_path):
     """From a folder outside the checkout, the layers import as gradpath.* and never as themselves."""
     code = (
         "import importlib, sys\n"
-        "import gradpath.suite.cli, gradpath.backends.training, gradpath.problems\n"
+        "import gradpath.suite.cli.commands, gradpath.backends.training, gradpath.problems\n"
         "for name in ('problems', 'backends', 'suite'):\n"
         "    try:\n"
         "        importlib.import_module(name)\n"

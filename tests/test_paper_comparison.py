@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradpath.suite.method_comparison import method_comparisons
-from gradpath.suite.paper_comparison import (backend_lines, comparison_section, consistency_lines, cost_lines, factor_lines,
+from gradpath.suite.analysis.method_comparison import method_comparisons
+from gradpath.suite.analysis.paper_comparison import (backend_lines, comparison_section, consistency_lines, cost_lines, factor_lines,
                                     headline_lines, measured_cells)
-from gradpath.suite.tables import cell_stats, errors_by_cell
+from gradpath.suite.analysis.tables import cell_stats, errors_by_cell
 
 SPREAD = np.array([1.01, 1.1, 0.9, 1.05, 0.95, 1.03, 0.97, 1.08, 0.92, 0.99])  # ten seeds, mean 1, no ties
 

@@ -16,12 +16,12 @@ from matplotlib.figure import Figure as MplFigure
 
 from gradpath.backends.data import seed_start
 from gradpath.backends.init import init_params
-from gradpath.suite.campaign import expand, load_campaign, parse_campaign
-from gradpath.suite.execute import run_one
-from gradpath.suite.plots import STYLE, _configuration_columns, _count_x, _log_y, build_figures, run_prediction
-from gradpath.suite.record import CONFIG, PARAMS, RunRecord
-from gradpath.suite.report import build_report
-from gradpath.suite.store import Store, gather
+from gradpath.suite.campaigns.definition import expand, load_campaign, parse_campaign
+from gradpath.suite.runs.job import run_one
+from gradpath.suite.report.plots import STYLE, _configuration_columns, _count_x, _log_y, build_figures, run_prediction
+from gradpath.suite.runs.record import CONFIG, PARAMS, RunRecord
+from gradpath.suite.report.build import build_report
+from gradpath.suite.runs.store import Store, gather
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 
@@ -73,7 +73,7 @@ def test_every_figure_is_written_as_png_and_pdf(tiny):
     expected = ["error-step-poisson1d", "error-step-helmholtz", "error-time-poisson1d", "error-time-helmholtz",
                 "weights-poisson1d", "weights-helmholtz", "fields-poisson1d",
                 "fields-helmholtz-depth-1", "fields-helmholtz-depth-2", "table2",
-                "performance-profiles"]  # gradpath.suite.profiles: across cells, drawn by the report
+                "performance-profiles"]  # gradpath.suite.report.profiles: across cells, drawn by the report
     figures = out / "figures"
     assert sorted(p.stem for p in figures.glob("*.png")) == sorted(expected)
     for name in expected:

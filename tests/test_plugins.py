@@ -16,7 +16,7 @@ import gradpath.backends
 import gradpath.problems
 from gradpath.backends import conformance as kit
 from gradpath.problems import get_problem, problem_names, problem_sources
-from gradpath.suite.cli import main
+from gradpath.suite.cli.commands import main
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("gradpath_poisson2d") is None,

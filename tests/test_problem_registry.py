@@ -16,7 +16,7 @@ import pytest
 import gradpath.problems
 from gradpath.problems import BUILTIN, Problem, UsageError, get_problem, problem_class, problem_names
 from gradpath.problems.poisson1d import Poisson1D
-from gradpath.suite.cli import main
+from gradpath.suite.cli.commands import main
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gradpath.problems.errors import UsageError
-from gradpath.suite.record import (CONFIG, HISTORY, MANIFEST, PARAMS, SUMMARY, HistoryWriter, RunRecord, replace_atomically,
+from gradpath.suite.runs.record import (CONFIG, HISTORY, MANIFEST, PARAMS, SUMMARY, HistoryWriter, RunRecord, replace_atomically,
                           config_hash, read_status, run_name, write_json)
 
 CONFIG_A = {"problem": "helmholtz", "parameters": {"a1": 1.0, "a2": 4.0}, "backend": "jax",

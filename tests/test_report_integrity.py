@@ -18,12 +18,12 @@ import pytest
 
 from gradpath.problems.errors import UsageError
 from record_edits import edit_summary
-from gradpath.suite.campaign import NAME_RULE, expand, load_campaign, parse_campaign
-from gradpath.suite.cli import main
-from gradpath.suite.plots import build_figures
-from gradpath.suite.presets import PRESETS, preset_data
-from gradpath.suite.record import HISTORY, PARAMS, SUMMARY, RunRecord
-from gradpath.suite.store import DAMAGED, Store, gather
+from gradpath.suite.campaigns.definition import NAME_RULE, expand, load_campaign, parse_campaign
+from gradpath.suite.cli.commands import main
+from gradpath.suite.report.plots import build_figures
+from gradpath.suite.campaigns.presets import PRESETS, preset_data
+from gradpath.suite.runs.record import HISTORY, PARAMS, SUMMARY, RunRecord
+from gradpath.suite.runs.store import DAMAGED, Store, gather
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 
@@ -159,8 +159,8 @@ def test_cleaning_a_corrupt_record_copies_it_aside_first(store):
 def test_restoring_over_a_corrupt_record_keeps_a_copy_of_it(store, tmp_path):
     """`gradpath restore` replaces a record that is not done with the published one, which has no
     parameters: a corrupt record's own (and the rest of it) are copied aside first."""
-    from gradpath.suite.restore import restore
-    from gradpath.suite.store import write_tables
+    from gradpath.suite.runs.restore import restore
+    from gradpath.suite.runs.store import write_tables
 
     _, specs, store = store
     published = tmp_path / "published"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gradpath.suite.campaign import expand, load_campaign
+from gradpath.suite.campaigns.definition import expand, load_campaign
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

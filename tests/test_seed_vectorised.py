@@ -10,10 +10,10 @@ from gradpath.backends.settings import TrainSettings
 from gradpath.backends.training import check_same_but_seed, train, train_seeds
 from gradpath.problems import get_problem
 from gradpath.problems.errors import UsageError
-from gradpath.suite.campaign import expand, parse_campaign
-from gradpath.suite.execute import run_campaign, seed_groups
-from gradpath.suite.executors import make_executor
-from gradpath.suite.store import Store, gather
+from gradpath.suite.campaigns.definition import expand, parse_campaign
+from gradpath.suite.campaigns.schedule import run_campaign, seed_groups
+from gradpath.suite.campaigns.executors import make_executor
+from gradpath.suite.runs.store import Store, gather
 
 # float64 so that "the same up to rounding" can be checked tightly; eager torch keeps the test short
 TINY = dict(steps=30, log_every=10, width=10, depth=2, dtype="float64", compile=False)

@@ -1,4 +1,4 @@
-"""gradpath.suite.statistics against textbook cases with known answers."""
+"""gradpath.suite.analysis.statistics against textbook cases with known answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradpath.suite import statistics as S
+from gradpath.suite.analysis import statistics as S
 
 
 def test_wilson_interval_matches_the_formula_by_hand():

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from record_edits import edit_summary
-from gradpath.suite.campaign import expand, load_campaign, parse_campaign
-from gradpath.suite.cli import main
-from gradpath.suite.record import CONFIG, HISTORY, PARAMS, SUMMARY, RunRecord, write_json
-from gradpath.suite.store import Store, gather, inspect_record, write_tables
+from gradpath.suite.campaigns.definition import expand, load_campaign, parse_campaign
+from gradpath.suite.cli.commands import main
+from gradpath.suite.runs.record import CONFIG, HISTORY, PARAMS, SUMMARY, RunRecord, write_json
+from gradpath.suite.runs.store import Store, gather, inspect_record, write_tables
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 TINY_TOML = """
@@ -315,7 +315,7 @@ def test_restore_gives_back_each_file_and_settles_what_the_store_holds(tmp_path)
     """Record by record: summary and manifest as written (nulls included), the history's columns
     even for a run that diverged at once, an unfinished store record replaced, a done one kept,
     one that another process is training left alone."""
-    from gradpath.suite.restore import restore
+    from gradpath.suite.runs.restore import restore
 
     specs = [_spec(seed=seed) for seed in range(4)] + [_spec(seed=0, steps=30)]
     lost = Store(tmp_path / "lost")

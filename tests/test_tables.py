@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from gradpath.suite import statistics
-from gradpath.suite.tables import build_tables, cell_stats, errors_by_cell, paper_results, write_tables
+from gradpath.suite.analysis import statistics
+from gradpath.suite.analysis.tables import build_tables, cell_stats, errors_by_cell, paper_results, write_tables
 
 NAN = float("nan")
 
