@@ -30,7 +30,7 @@ from gradpath.suite.campaigns.definition import expand, parse_campaign
 from gradpath.suite.cli.commands import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, main
 from gradpath.suite.campaigns.schedule import CampaignResult
 from gradpath.suite.runs.job import run_group
-from gradpath.suite.campaigns.progress import Progress
+from gradpath.suite.runs.progress import Progress
 from gradpath.suite.runs.record import CHECKPOINT, HISTORY, SUMMARY
 from gradpath.suite.runs.resources import GIB, estimate_memory
 from gradpath.suite.runs.store import Store

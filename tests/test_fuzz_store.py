@@ -27,7 +27,7 @@ import gradpath.suite.report.build
 from gradpath.suite.campaigns.definition import expand, load_campaign
 from gradpath.suite.cli.commands import main
 from gradpath.suite.runs.record import CONFIG, DONE, HISTORY, MANIFEST, PARAMS, SUMMARY, RunRecord
-from gradpath.suite.runs.store import Store, gather, write_tables
+from gradpath.suite.runs.store import Store, gather, write_run_tables
 
 CAMPAIGN = """
 name = "fuzz"
@@ -195,7 +195,7 @@ def _check(source: Path, specs, store: Path, out: Path, damages) -> None:
     history = pd.read_parquet(out / "history.parquet")
     assert history.empty or pd.api.types.is_numeric_dtype(history["step"]), damages
     # what a campaign writes into the store after training: the tables of every record there
-    whole = write_tables(out / "store-tables", *gather(Store(store, create=False)))
+    whole = write_run_tables(out / "store-tables", *gather(Store(store, create=False)))
     assert [p.name for p in whole] == ["runs.parquet", "runs.csv", "history.parquet"], damages
 
 

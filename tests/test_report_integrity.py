@@ -160,11 +160,11 @@ def test_restoring_over_a_corrupt_record_keeps_a_copy_of_it(store, tmp_path):
     """`gradpath restore` replaces a record that is not done with the published one, which has no
     parameters: a corrupt record's own (and the rest of it) are copied aside first."""
     from gradpath.suite.runs.restore import restore
-    from gradpath.suite.runs.store import write_tables
+    from gradpath.suite.runs.store import write_run_tables
 
     _, specs, store = store
     published = tmp_path / "published"
-    write_tables(published, *gather(store, specs))
+    write_run_tables(published, *gather(store, specs))
     edit_summary(store.path(specs[0]), error="abc")
     params = (store.path(specs[0]) / PARAMS).read_bytes()
     done = restore(specs, published, store)

@@ -19,7 +19,7 @@ from record_edits import edit_summary
 from gradpath.suite.campaigns.definition import expand, load_campaign, parse_campaign
 from gradpath.suite.cli.commands import main
 from gradpath.suite.runs.record import CONFIG, HISTORY, PARAMS, SUMMARY, RunRecord, write_json
-from gradpath.suite.runs.store import Store, gather, inspect_record, write_tables
+from gradpath.suite.runs.store import Store, gather, inspect_record, write_run_tables
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 TINY_TOML = """
@@ -121,7 +121,7 @@ def test_gather_makes_one_row_per_run_and_a_long_history(tmp_path):
         assert column in runs, column
     assert runs.loc[0, "steps"] == 20 and runs.loc[0, "steps_done"] == 20  # planned vs done, not clashing
     assert len(history) == 3 and set(history["key"]) == {specs[0].key, specs[1].key}
-    written = write_tables(tmp_path / "out", runs, history)
+    written = write_run_tables(tmp_path / "out", runs, history)
     assert [p.name for p in written] == ["runs.parquet", "runs.csv", "history.parquet"]
     back = pd.read_parquet(tmp_path / "out" / "runs.parquet")
     assert list(back["key"]) == [s.key for s in specs]
@@ -327,7 +327,7 @@ def test_restore_gives_back_each_file_and_settles_what_the_store_holds(tmp_path)
     record.finish("diverged", {"steps": 10, "error": None, "metric": "rel_l2", "rel_l2": None, "diverged": True,
                                "diverged_at_step": 9, "ms_per_step": 1.0, "device": "cpu"}, {"W0": np.ones(1)})
     published = tmp_path / "published"
-    write_tables(published, *gather(lost, specs))
+    write_run_tables(published, *gather(lost, specs))
 
     store = Store(tmp_path / "store")
     _fake_run(store, specs[1], rows=3)  # done: kept

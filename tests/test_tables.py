@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from gradpath.suite.analysis import statistics
-from gradpath.suite.analysis.tables import build_tables, cell_stats, errors_by_cell, paper_results, write_tables
+from gradpath.suite.analysis.tables import build_tables, cell_stats, errors_by_cell, paper_results, write_result_tables
 
 NAN = float("nan")
 
@@ -129,7 +129,7 @@ def test_wide_layout_is_the_papers(runs):
 
 
 def test_table_files(runs, tmp_path):
-    written = write_tables(build_tables(runs), tmp_path)
+    written = write_result_tables(build_tables(runs), tmp_path)
     assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in ("table2", "table3", "cavity")
                                                      for e in ("csv", "md", "tex"))
     back = pd.read_csv(tmp_path / "table2.csv")

@@ -355,7 +355,7 @@ def build_tables(runs: pd.DataFrame, paper: pd.DataFrame | None = None,
     return tables
 
 
-def write_tables(tables: list[Table], out: str | Path) -> list[Path]:
+def write_result_tables(tables: list[Table], out: str | Path) -> list[Path]:
     """``<name>.csv`` (every cell, every number), ``<name>.md`` and ``<name>.tex`` per table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,10 @@ from gradpath.suite.report.plots import FIGURES, Figure, Skipped, build_figures
 from gradpath.suite.report.profiles import FIGURES_ACROSS_CELLS, rank_section
 from gradpath.suite.runs.record import DONE
 from gradpath.suite.runs.restore import restored_counts
-from gradpath.suite.runs.store import Store, gather, write_tables
+from gradpath.suite.runs.store import Store, gather, write_run_tables
 from gradpath.suite.analysis.statistics import FAILURE_FACTOR, failure_gap
 from gradpath.suite.analysis.tables import PAPER_STEPS, build_tables, cell_stats, errors_by_cell, table_markdown
-from gradpath.suite.analysis.tables import write_tables as write_table_files
+from gradpath.suite.analysis.tables import write_result_tables
 
 # Figures of the report (gradpath.suite.report.plots.FIGURES): each takes (runs, history, figures directory, store root)
 # and returns the figures it drew and those it skipped for want of data.
@@ -173,10 +173,10 @@ def build_report(campaign: Campaign, specs: Sequence[RunSpec], store: Store, out
     """Gather ``specs`` from ``store`` and write the results directory ``out``; returns the files written."""
     out = Path(out)
     runs, history = gather(store, specs)
-    written = write_tables(out, runs, history)
+    written = write_run_tables(out, runs, history)
     cells = cell_stats(runs) if not runs.empty else pd.DataFrame()  # once: tables, comparisons and text share it
     tables = build_tables(runs, cells=cells)
-    written += write_table_files(tables, out)
+    written += write_result_tables(tables, out)
     written += _write_comparisons(runs, cells, out)
     figures, skipped = build_figures(runs, history, out / FIGURES_DIR, store.root, (*FIGURES, *FIGURES_ACROSS_CELLS))
     findings = out / FINDINGS

@@ -33,7 +33,6 @@ import dataclasses
 import json
 import math
 import os
-import secrets
 import shutil
 import time
 import zipfile
@@ -49,8 +48,9 @@ import pandas as pd
 from gradpath.backends.settings import TrainSettings
 from gradpath.problems.errors import UsageError
 from gradpath.suite.runs.spec import RunSpec
-from gradpath.suite.runs.record import (CONFIG, DONE, HISTORY, MANIFEST, PARAMS, STATUSES, SUMMARY, json_safe,
-                          finished_summary_problem, ill_typed_fields, writable_directory)
+from gradpath.suite.runs.record import (CONFIG, DONE, HISTORY, MANIFEST, PARAMS, STATUSES, SUMMARY,
+                                       finished_summary_problem, ill_typed_fields, json_safe, replace_atomically,
+                                       writable_directory)
 
 try:
     import fcntl
@@ -386,17 +386,7 @@ def history_table(store: Store, keys_names: Iterable[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"key": []})
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_tables(out: str | os.PathLike, runs: pd.DataFrame, history: pd.DataFrame | None = None) -> list[Path]:
+def write_run_tables(out: str | os.PathLike, runs: pd.DataFrame, history: pd.DataFrame | None = None) -> list[Path]:
     """Write ``runs.parquet``, ``runs.csv`` (and ``history.parquet``) to ``out``, each atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -406,8 +396,7 @@ def write_tables(out: str | os.PathLike, runs: pd.DataFrame, history: pd.DataFra
                                ("history.parquet", history, lambda f, p: f.to_parquet(p, index=False))):
         if frame is None:
             continue
-        with _atomic(out / name) as tmp:
-            write(frame, tmp)
+        replace_atomically(out / name, lambda f, frame=frame, write=write: write(frame, f))
         written.append(out / name)
     return written
 
