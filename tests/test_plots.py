@@ -18,7 +18,8 @@ from gradpath.backends.data import seed_start
 from gradpath.backends.init import init_params
 from gradpath.suite.campaigns.definition import expand, load_campaign, parse_campaign
 from gradpath.suite.runs.job import run_one
-from gradpath.suite.report.plots import STYLE, _configuration_columns, _count_x, _log_y, build_figures, run_prediction
+from gradpath.suite.report.style import STYLE
+from gradpath.suite.report.plots import _configuration_columns, _count_x, _log_y, build_figures, run_prediction
 from gradpath.suite.runs.record import CONFIG, PARAMS, RunRecord
 from gradpath.suite.report.build import build_report
 from gradpath.suite.runs.store import Store, gather

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from gradpath.backends.diagnostics import HIST_EDGES, GradientRecord, histogram_quantile
-from gradpath.suite.report.plots import DPI, STYLE
+from gradpath.suite.report.style import DPI, STYLE
 
 LOSS_LABELS = {"total": "total loss L", "residual": "L_r", "boundary": "L_ub", "initial": "L_u0"}
 

@@ -48,15 +48,13 @@ from gradpath.problems.core import Problem
 from gradpath.problems.errors import UsageError
 from gradpath.suite.runs.record import CONFIG, DONE, PARAMS, write_json
 from gradpath.suite.analysis.tables import METHOD_ORDER, SETTING_COLUMNS, cell_stats
+from gradpath.suite.report.style import DPI, STYLE
 
 METRIC_LABELS = {"rel_l2": "relative L2 error", "rel_spectral": "relative spectral-norm error"}
 SHORT_METRIC = {"rel_l2": "rel. L2", "rel_spectral": "rel. spectral"}
 DASHES = ("", (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25))  # line styles of the loss terms (seaborn's first four)
 FIELD_LABELS = {"cavity": "speed |u|"}  # problems whose compared field is not their first output
 BAND = "mean over seeds (line) and min-max range over seeds (band; seaborn errorbar=('pi', 100))"
-STYLE = {"axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-         "legend.fontsize": 8, "legend.title_fontsize": 8}
-DPI = 150
 # No creation date in the files, so that the same store draws byte-identical figures (a rebuilt report
 # changes in git only where its numbers do). PNG: matplotlib writes only a Software key (its version).
 PNG_METADATA: dict[str, Any] = {}
