@@ -54,3 +54,17 @@ def get_backend(name: str) -> Backend:
             except Exception as exc:  # a broken plugin names itself and breaks nothing else
                 raise plugin_failed("backend", name, ep.value, exc) from exc
     raise unknown_choice("backend", name, backend_status())
+
+
+def supported_methods(backend: str) -> tuple[str, ...]:
+    """The methods (M1-M4) that ``backend`` declares in ``Backend.methods``; all of them if it declares none."""
+    from gradpath.backends.methods import METHODS
+
+    return tuple(getattr(get_backend(backend), "methods", tuple(METHODS)))
+
+
+def require_method(backend: str, method: str) -> None:
+    """Raise a UsageError naming the methods ``backend`` offers unless it offers ``method``."""
+    offered = supported_methods(backend)
+    if method not in offered:
+        raise UsageError(f"backend {backend!r} does not offer method {method!r}; choose one of: {', '.join(offered)}")

@@ -12,20 +12,23 @@ them). Parametrise them in your test file, e.g.::
         kit.check_problem(get_problem("my-problem"))
 
     @pytest.mark.parametrize("problem", kit.problem_names_for_conformance())
-    @pytest.mark.parametrize("method", ["M1", "M2", "M3", "M4"])
+    @pytest.mark.parametrize("method", kit.methods_for_conformance("my-backend"))
     def test_my_backend_matches_jax(problem, method):
         kit.check_equivalence("my-backend", kit.small_problem(problem), method)
 
 Problem checks: :func:`check_metadata`, :func:`check_sampling`, :func:`check_normalisation`,
 :func:`check_exact_solution` (all four: :func:`check_problem`). Backend checks:
-:func:`check_derivatives`, :func:`check_equivalence`, :func:`check_loss_decreases`,
-:func:`check_deterministic`, :func:`check_resumes`, :func:`check_weighting_golden` (all:
-:func:`check_backend`).
+:func:`check_contract`, :func:`check_derivatives`, :func:`check_equivalence`,
+:func:`check_loss_decreases`, :func:`check_deterministic`, :func:`check_resumes`,
+:func:`check_weighting_golden` (all: :func:`check_backend`). A backend is checked on the methods it
+declares (``Backend.methods``) only.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -34,8 +37,9 @@ import numpy as np
 
 from gradpath.backends.data import draw_batches, seed_start, seed_streams
 from gradpath.backends.losses import derivatives
+from gradpath.backends.methods import METHODS
 from gradpath.backends.settings import TrainSettings, applicable
-from gradpath.problems import get_problem, problem_names
+from gradpath.problems import get_problem, problem_class, problem_names, problem_sources
 from gradpath.problems.core import Problem, parse_derivative
 
 REFERENCE_BACKEND = "jax"
@@ -95,8 +99,28 @@ def check_weighting_golden(xp: Any = np, names: Iterable[str] | None = None, rto
 
 # -- problems -------------------------------------------------------------------------------------
 def problem_names_for_conformance() -> list[str]:
-    """Every registered problem (built-in and plugins)."""
-    return problem_names()
+    """Every registered problem (built-in and plugins) that loads.
+
+    A problem plugin that fails to load is left out with a warning naming it (a UserWarning), so
+    that someone else's broken plugin does not fail a backend's tests; its own tests should call
+    ``gradpath.problems.get_problem`` and see the error. A built-in that fails to load raises.
+    """
+    names = []
+    for name in problem_names():
+        if problem_sources()[name] != "builtin":
+            try:
+                problem_class(name)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin is named and skipped, whatever it raised
+                warnings.warn(f"conformance: skipping {exc}", UserWarning, stacklevel=2)
+                continue
+        names.append(name)
+    return names
+
+
+def conformance_problem(preferred: str = "helmholtz") -> str:
+    """The problem single-problem backend checks run on: ``preferred`` if it loads, else the first that does."""
+    names = problem_names_for_conformance()
+    return preferred if preferred in names else names[0]
 
 
 def small_problem(name: str) -> Problem:
@@ -237,6 +261,47 @@ def check_problem(problem: Problem) -> None:
 
 
 # -- backends -------------------------------------------------------------------------------------
+METHOD_PREFERENCE = ("M4", "M2", "M3", "M1")  # single-method checks take the first declared: annealing and gates
+TRAINER_MEMBERS = ("init", "warmup", "train", "predict", "gradients", "export", "snapshot", "restore", "sync")
+
+
+def methods_for_conformance(backend: str) -> tuple[str, ...]:
+    """The methods ``backend`` declares (``Backend.methods``; all of M1-M4 when it declares none)."""
+    from gradpath.backends import supported_methods
+    return supported_methods(backend)
+
+
+def check_contract(backend: str, problem: Problem | None = None) -> None:
+    """The backend and a trainer it builds have every member gradpath.backends.protocol requires.
+
+    ``supports_lanes`` is a bool, ``methods`` (if declared) names known methods, ``hessian_matmat``
+    (if present) is callable, and the trainer has ``snapshot``/``restore`` (checkpoints need them)
+    and ``train(state, batches)``.
+    """
+    from gradpath.backends import get_backend
+
+    b = get_backend(backend)
+    assert getattr(b, "name", None) == backend, f"{backend}: Backend.name is {getattr(b, 'name', None)!r}"
+    assert isinstance(getattr(b, "supports_lanes", None), bool), \
+        f"{backend}: Backend.supports_lanes must be declared, True or False"
+    declared = getattr(b, "methods", tuple(METHODS))
+    assert declared and set(declared) <= set(METHODS), \
+        f"{backend}: Backend.methods {declared!r} must be a non-empty tuple of {', '.join(METHODS)}"
+    hook = getattr(b, "hessian_matmat", None)
+    assert hook is None or callable(hook), f"{backend}: Backend.hessian_matmat must be callable"
+    problem = problem or small_problem(conformance_problem())
+    method = next(m for m in METHOD_PREFERENCE if m in declared)
+    trainer = b.trainer(problem, small_settings(method), b.resolve_device("cpu"))
+    missing = [m for m in TRAINER_MEMBERS if not callable(getattr(trainer, m, None))]
+    assert not missing, (f"{backend}: its trainer lacks {', '.join(missing)} (required by "
+                         "gradpath.backends.protocol.Trainer; without snapshot/restore no run can be checkpointed)")
+    try:
+        inspect.signature(trainer.train).bind(None, None)
+    except TypeError:
+        raise AssertionError(f"{backend}: Trainer.train must take (state, batches), "
+                             f"got {inspect.signature(trainer.train)}") from None
+
+
 def small_settings(method: str = "M1", steps: int = 20, **overrides: Any) -> TrainSettings:
     """Float64 settings with a tiny network and eager torch, for fast checks."""
     values = dict(method=method, width=8, depth=2, steps=steps, log_every=steps, batch_size=32,
@@ -325,8 +390,7 @@ def checkpoints_at(backend: str, problem: Problem, settings: Sequence[TrainSetti
                     gradient_every=gradient_every)
     except _Stop:
         return [kept[i] for i in range(len(settings))]
-    raise AssertionError(f"{backend}: no checkpoint at step {step} (is Trainer.snapshot missing, or step not "
-                         "the end of a chunk?)")
+    raise AssertionError(f"{backend}: no checkpoint at step {step} (is it not the end of a chunk?)")
 
 
 def check_resumes(backend: str, problem: Problem, method: str = "M4", seeds: Sequence[int] = (1,), steps: int = 20,
@@ -336,10 +400,22 @@ def check_resumes(backend: str, problem: Problem, method: str = "M4", seeds: Seq
     History (timings apart), final parameters, loss weights and gradient records are compared
     exactly, for ``seeds`` trained together (several: the backend's lanes), logged every
     ``0.3 * steps`` (so the last chunk is a short one) and stopped after the second chunk
-    (:func:`checkpoints_at`).
+    (:func:`checkpoints_at`). First the trainer must have ``snapshot``/``restore``
+    (:func:`check_contract`), and ``restore(snapshot(state))`` must give back every array exactly.
     """
+    from gradpath.backends import get_backend
     from gradpath.backends.training import train_seeds
 
+    check_contract(backend, problem)
+    b = get_backend(backend)
+    one = small_settings(method, steps, seed=seeds[0], **overrides)
+    trainer = b.trainer(problem, one, b.resolve_device("cpu"))
+    start = seed_start(problem, one)
+    snap = trainer.snapshot(trainer.init(start.params, start.mu, start.sigma))
+    again = trainer.snapshot(trainer.restore(snap))
+    assert snap.keys() == again.keys() and all(
+        snap[k].dtype == again[k].dtype and np.array_equal(snap[k], again[k]) for k in snap), \
+        f"{backend}: Trainer.restore(snapshot(state)) does not give the same arrays back"
     log_every = max(1, steps * 3 // 10)
     settings = [small_settings(method, steps, log_every=log_every, seed=s, **overrides) for s in seeds]
     whole = train_seeds(problem, settings, backend, gradient_every=gradient_every)
@@ -360,27 +436,37 @@ def check_resumes(backend: str, problem: Problem, method: str = "M4", seeds: Seq
                 f"{where}: resumed run's gradient records differ"
 
 
-def check_backend(name: str, problem_names: Iterable[str] | None = None, methods: Iterable[str] = METHOD_NAMES,
-                  reference: str = REFERENCE_BACKEND, xp: Any = None) -> None:
+def check_backend(name: str, problem_names: Iterable[str] | None = None, methods: Iterable[str] | None = None,
+                  reference: str = REFERENCE_BACKEND, xp: Any = None, problem: str | None = None) -> None:
     """Every backend check in one call (for a quick script; parametrise the parts in pytest).
 
-    ``xp``: the array namespace the backend passes to the annealing rules, for the golden check.
+    Args:
+        problem_names: the problems of the derivative and equivalence checks (default: every one that loads).
+        methods: the methods to check (default: all); only those the backend declares are checked.
+        problem: the one problem of the single-problem checks (loss decrease, determinism, resume):
+            by default helmholtz, or the first problem that loads (:func:`conformance_problem`).
+        xp: the array namespace the backend passes to the annealing rules, for the golden check.
     """
-    names = list(problem_names or problem_names_for_conformance())
-    for pname in names:
-        problem = small_problem(pname)
-        check_derivatives(name, problem)
-        check_derivatives(name, problem, "M3")
+    declared = methods_for_conformance(name)
+    methods = [m for m in (methods or METHOD_NAMES) if m in declared]
+    assert methods, f"{name}: none of the methods asked for is among those it declares: {declared}"
+    first = next(m for m in METHOD_PREFERENCE if m in methods)
+    single = small_problem(problem or conformance_problem())
+    check_contract(name, single)
+    for pname in list(problem_names or problem_names_for_conformance()):
+        one = small_problem(pname)
+        for net in dict.fromkeys(METHODS[m].net for m in methods):  # each network form declared, once
+            check_derivatives(name, one, next(m for m in methods if METHODS[m].net == net))
         for method in methods:
-            check_equivalence(name, problem, method, reference)
-    check_loss_decreases(name, small_problem(names[0]))
-    check_deterministic(name, small_problem(names[0]))
-    check_resumes(name, small_problem(names[0]))
+            check_equivalence(name, one, method, reference)
+    check_loss_decreases(name, single, "M1" if "M1" in methods else first)
+    check_deterministic(name, single, first)
+    check_resumes(name, single, first)
     if xp is not None:
         check_weighting_golden(xp)
 
 
 __all__ = [n for n in dir() if n.startswith("check_")] + [
     "WEIGHTING_GOLDEN", "WEIGHTING_GRADIENTS", "WEIGHTING_LAMBDAS", "checkpoints_at", "finite_difference",
-    "problem_names_for_conformance",
+    "conformance_problem", "methods_for_conformance", "problem_names_for_conformance",
     "small_problem", "small_settings", "weighting_inputs"]

@@ -2,9 +2,9 @@
 and eigenvalues of a Hessian given only as a product with vectors (spec 2.5, 9; paper Figs. 2-5, 7, 11-13).
 
 Gradients come as numpy dicts, one per loss term, as ``Trainer.gradients`` returns them; Hessians
-come as a ``matmat`` callable ``V (n, k) -> H V (n, k)`` built by a backend's ``hessian`` module
-(``backends/jax/hessian.py``, ``backends/torch/hessian.py``), so Lanczos, power iteration and the
-dense spectrum are written once here.
+come as a ``matmat`` callable ``V (n, k) -> H V (n, k)`` built by a backend's optional
+``hessian_matmat`` hook (gradpath.backends.protocol.HessianMatmat) from the loss of :func:`flat_loss`,
+so Lanczos, power iteration and the dense spectrum are written once here.
 
 Note:
     The authors' code keeps gradients and Hessians with respect to the MLP weight matrices only
@@ -14,7 +14,6 @@ Note:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gradpath.backends.init import weight_keys
+from gradpath.backends.losses import term_losses
 from gradpath.problems.errors import UsageError, unknown_choice
 
 PARAMETER_SETS = {"weights": "the MLP weight matrices W0..WL only, as the authors' statistics and Hessians",
@@ -292,7 +292,50 @@ class HessianOperator:
     matmat: Matmat
 
 
-HESSIAN_BACKENDS = ("jax", "torch")
+def flat_parameters(params: dict[str, np.ndarray],
+                    keys: Sequence[str]) -> tuple[np.ndarray, tuple[tuple[int, ...], ...], dict[str, np.ndarray]]:
+    """``(x0, shapes, fixed)``: the parameters ``keys`` as one flat vector, their shapes, and the others."""
+    shapes = tuple(tuple(np.shape(params[k])) for k in keys)
+    x0 = np.concatenate([np.ravel(params[k]) for k in keys])
+    return x0, shapes, {k: v for k, v in params.items() if k not in keys}
+
+
+def flat_loss(xp: Any, problem: Any, keys: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], *,
+              index: int | None, net: str, gate: str,
+              split: Callable[[Any, list[int]], Sequence[Any]]) -> Callable[..., Any]:
+    """The loss a Hessian is taken of, as a function of the flat parameter vector of :func:`flat_parameters`.
+
+    ``split(x, indices)`` cuts ``x`` before each index (``jnp.split``, ``torch.tensor_split``): the
+    framework's own split, since XLA rounds the derivative of a split and of slices differently.
+
+    Returns:
+        ``loss(x, fixed, points, mu, sigma, weights)``: ``weights[index] * L_index``, or
+        sum_i weights_i L_i if ``index`` is None (the trainer's loss, gradpath.backends.losses.term_losses),
+        with the parameters ``keys`` read from ``x`` and the others from ``fixed``.
+    """
+    cuts = np.cumsum([int(np.prod(s)) for s in shapes])[:-1].tolist()
+
+    def loss(x, fixed, points, mu, sigma, w):
+        p = dict(fixed)
+        p.update({k: xp.reshape(part, shape) for k, part, shape in zip(keys, split(x, cuts), shapes)})
+        losses = term_losses(xp, problem, p, points, mu, sigma, net=net, gate=gate)
+        return w @ losses if index is None else w[index] * losses[index]
+
+    return loss
+
+
+def hessian_backends() -> list[str]:
+    """The installed backends whose trainers offer Hessian products (a ``hessian_matmat`` hook)."""
+    from gradpath.backends import backend_status, get_backend
+
+    out = []
+    for name in backend_status():
+        try:
+            if callable(getattr(get_backend(name), "hessian_matmat", None)):
+                out.append(name)
+        except UsageError:  # not installed, or a broken plugin: it offers nothing
+            pass
+    return out
 
 
 def hessian_operator(backend: str, problem: Any, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray,
@@ -302,7 +345,8 @@ def hessian_operator(backend: str, problem: Any, params: dict[str, np.ndarray], 
     """The Hessian of a loss of ``problem`` at ``params`` on one batch, computed by ``backend``.
 
     Args:
-        backend: ``jax`` or ``torch`` (each has a ``hessian`` module with forward-over-reverse products).
+        backend: a registered backend with the optional ``hessian_matmat`` hook (jax and torch
+            have one: forward-over-reverse products).
         params: parameters by name (float64 numpy, e.g. from ``Trainer.export``).
         mu, sigma: the input normalisation.
         batch: one step's points, one ``(n_regions, batch, d)`` array per term.
@@ -313,14 +357,17 @@ def hessian_operator(backend: str, problem: Any, params: dict[str, np.ndarray], 
         net, gate: the network form (``Method.net``) and gate variant.
         dtype: ``float64`` (default, for accurate eigenvalues) or ``float32``.
     """
-    if backend not in HESSIAN_BACKENDS:
-        raise unknown_choice("backend with Hessian products", backend, HESSIAN_BACKENDS)
+    from gradpath.backends import get_backend
+
+    hook = getattr(get_backend(backend), "hessian_matmat", None)
+    if not callable(hook):
+        raise UsageError(f"backend {backend!r} offers no Hessian products; "
+                         f"choose one of: {', '.join(hessian_backends())}")
     names = problem.term_names()
     if term != "total" and term not in names:
         raise unknown_choice("loss term", term, ("total", *names))
     keys = tuple(parameter_keys(params, parameter_set))
-    module = importlib.import_module(f"gradpath.backends.{backend}.hessian")
     index = None if term == "total" else names.index(term)
-    n, matmat = module.hessian_matmat(problem, params, mu, sigma, batch, np.asarray(weights, np.float64), keys,
-                                      index=index, net=net, gate=gate, dtype=dtype)
+    n, matmat = hook(problem, params, mu, sigma, batch, np.asarray(weights, np.float64), keys,
+                     index=index, net=net, gate=gate, dtype=dtype)
     return HessianOperator(n, keys, matmat)

@@ -1,11 +1,20 @@
-"""Per-term losses of a problem for given network parameters, written once over ``xp``."""
+"""Per-term losses of a problem for given network parameters, written once over ``xp``.
+
+The input derivatives come from gradpath's forward-mode jets (gradpath.backends.jets) unless a
+backend passes its own ``input_derivatives`` (a :data:`Derivatives`, e.g. nested autodiff of its
+framework): the loss itself is then still this code's.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gradpath.backends.jets import network_jets
 from gradpath.problems.core import Problem, parse_derivative
+
+# (xp, problem, params, x, mu, sigma, keys, *, net, gate) -> {key: (n,) array}: see :func:`derivatives`
+Derivatives = Callable[..., dict[str, Any]]
 
 
 def derivatives(xp: Any, problem: Problem, params: dict, x: Any, mu: Any, sigma: Any,
@@ -17,21 +26,23 @@ def derivatives(xp: Any, problem: Problem, params: dict, x: Any, mu: Any, sigma:
 
 
 def term_losses(xp: Any, problem: Problem, params: dict, batches: list, mu: Any, sigma: Any,
-                *, net: str, gate: str) -> Any:
+                *, net: str, gate: str, input_derivatives: Derivatives = derivatives) -> Any:
     """Unweighted losses of every term, shape ``(n_terms,)``.
 
     Args:
         batches: one array per term of shape ``(n_regions, batch, d)``: each region's points.
+        input_derivatives: how the network's input derivatives are computed (default: the jets).
 
     A term's loss is ``scale * sum over regions and misfit components of mean(misfit**2)``
     (see gradpath.problems.core.Term).
     """
-    return xp.stack([term_loss(xp, problem, i, params, points, mu, sigma, net=net, gate=gate)
+    return xp.stack([term_loss(xp, problem, i, params, points, mu, sigma, net=net, gate=gate,
+                               input_derivatives=input_derivatives)
                      for i, points in enumerate(batches)])
 
 
 def term_loss(xp: Any, problem: Problem, index: int, params: dict, points: Any, mu: Any, sigma: Any,
-              *, net: str, gate: str) -> Any:
+              *, net: str, gate: str, input_derivatives: Derivatives = derivatives) -> Any:
     """The unweighted loss of term ``index`` alone on its points ``(n_regions, batch, d)`` (a scalar).
 
     Its own function so that per-term gradients (the lambda update) differentiate one term's
@@ -40,7 +51,7 @@ def term_loss(xp: Any, problem: Problem, index: int, params: dict, points: Any, 
     term = problem.terms()[index]
     regions, batch, dim = points.shape
     x = xp.reshape(points, (regions * batch, dim))
-    d = derivatives(xp, problem, params, x, mu, sigma, term.needs, net=net, gate=gate)
+    d = input_derivatives(xp, problem, params, x, mu, sigma, term.needs, net=net, gate=gate)
     misfit = term.misfit(xp, x, d)
     components = misfit if isinstance(misfit, tuple) else (misfit,)
     loss = 0.0

@@ -2,11 +2,14 @@
 
 A backend turns (problem, settings) into a :class:`Trainer`: explicit state in, state out, as in
 optax. Everything framework-free (weights, batches, the training loop, logging, divergence) lives
-once in ``gradpath.backends.training``; a backend only owns compiled array work.
+once in ``gradpath.backends.training``, and the maths of a step once in ``gradpath.backends.step``;
+a backend owns how the step is differentiated, compiled and batched. ``docs/adding-a-backend.md``
+walks through it; ``gradpath.backends.conformance.check_contract`` checks it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,8 +51,11 @@ class Trainer(Protocol):
     def warmup(self, state: State, batches: list[np.ndarray]) -> float:
         """Compile everything a run will call; return the seconds it took. ``state`` is not changed."""
 
-    def train(self, state: State, batches: list[np.ndarray], first_step: int) -> tuple[State, ChunkOutput]:
-        """Run ``len(batches[0])`` steps (``batches`` as from gradpath.backends.data.draw_batches)."""
+    def train(self, state: State, batches: list[np.ndarray]) -> tuple[State, ChunkOutput]:
+        """Run ``len(batches[0])`` steps (``batches`` as from gradpath.backends.data.draw_batches).
+
+        The step count is part of ``state``: which steps anneal follows from it, not from the caller.
+        """
 
     def predict(self, state: State, x: np.ndarray, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Derivative keys of the trained network at ``x`` ``(n, d)`` as numpy ``(n,)`` arrays."""
@@ -63,11 +69,12 @@ class Trainer(Protocol):
     def snapshot(self, state: State) -> dict[str, np.ndarray]:
         """Every array of ``state`` as numpy, exactly, by path (``params/W0``, ``m/W0``, ``weights``, ``count``, ...).
 
-        A multi-seed trainer's arrays carry the seed axis, except ``count`` (gradpath.backends.checkpoint.SHARED).
+        Required: checkpoints are taken of it. A multi-seed trainer's arrays carry the seed axis,
+        except ``count`` (gradpath.backends.checkpoint.SHARED).
         """
 
     def restore(self, arrays: dict[str, np.ndarray]) -> State:
-        """The state :meth:`snapshot` was taken of (on this trainer's device, dtypes as saved)."""
+        """The state :meth:`snapshot` was taken of (on this trainer's device, dtypes as saved). Required."""
 
     def sync(self) -> None:
         """Block until the device has finished all queued work (for honest timings)."""
@@ -77,11 +84,32 @@ class Trainer(Protocol):
     #   keep_route(route: str) -> None  -- run by this route (a resumed run goes on as its checkpoint ran)
 
 
+class HessianMatmat(Protocol):
+    """The optional ``Backend.hessian_matmat`` hook: Hessian-vector products of one loss.
+
+    gradpath.backends.diagnostics.hessian_operator reaches it through the registry; the loss is
+    gradpath.backends.diagnostics.flat_loss in the backend's ``xp``.
+    """
+
+    def __call__(self, problem: Problem, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray,
+                 batch: Sequence[np.ndarray], weights: np.ndarray, keys: Sequence[str], *,
+                 index: int | None, net: str, gate: str,
+                 dtype: str) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
+        """``(n, matmat)``: the Hessian of ``weights[index] * L_index`` (or of sum_i weights_i L_i if
+        ``index`` is None) w.r.t. the parameters ``keys``, as ``V (n, k) -> H V (n, k)`` in float64 numpy."""
+
+
 class Backend(Protocol):
-    """A framework: names its devices and builds trainers."""
+    """A framework: names its devices and builds trainers.
+
+    Optional members:
+        methods: ``tuple[str, ...]``, the methods (M1-M4, gradpath.backends.methods.METHODS) its
+            trainers implement; all of them when absent (gradpath.backends.supported_methods).
+        hessian_matmat: a :class:`HessianMatmat`, for the Hessian diagnostics (sigma_max, spectra).
+    """
 
     name: str
-    # optional: True if ``trainer(problem, settings, device, lanes=n)`` trains n seeds at once
+    # True if ``trainer(problem, settings, device, lanes=n)`` trains n seeds at once; False: seeds train in turn
     supports_lanes: bool
 
     def resolve_device(self, device: str) -> str:

@@ -48,6 +48,6 @@ def replay(backend: str, problem: Problem, settings: TrainSettings, steps: int =
     start = seed_start(problem, settings)
     state = trainer.init(start.params, start.mu, start.sigma)
     batches = draw_batches(problem, start.batches, steps + 1, settings.batch_size, settings.dtype)
-    state, out = trainer.train(state, [b[:steps] for b in batches], 0)
+    state, out = trainer.train(state, [b[:steps] for b in batches])
     losses, grads = trainer.gradients(state, [b[steps] for b in batches])
     return Replay(out.losses, out.weights, losses, grads, trainer.export(state))

@@ -55,7 +55,7 @@ def test_warmup_compiles_everything_and_changes_no_state():
         assert all(fn is not trainer_module._EAGER for fn in compiled.values())
         assert all(state[k] is v for k, v in entries.items()) and int(state["count"]) == 0
         assert all(torch.equal(state["params"][k], before[k]) for k in before)
-        _, out = trainer.train(state, batches, 0)
+        _, out = trainer.train(state, batches)
         trainer.predict(state, get_problem("poisson1d").test_grid(), ("u",))
     assert trainer._compiled == compiled  # nothing left to compile once warmed up
     assert out.losses.shape == out.weights.shape == (12, 2)
@@ -64,7 +64,7 @@ def test_warmup_compiles_everything_and_changes_no_state():
 
 def test_compiled_graphs_load_again_untraced_and_a_failed_compile_falls_back_to_eager(monkeypatch, tmp_path):
     trainer, state, batches = start()  # compiled here, or loaded if an earlier test or run compiled TINY
-    compiled_state, compiled_out = trainer.train(state, batches, 0)
+    compiled_state, compiled_out = trainer.train(state, batches)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
@@ -73,7 +73,7 @@ def test_compiled_graphs_load_again_untraced_and_a_failed_compile_falls_back_to_
     monkeypatch.setattr(packages, "make_fx", broken)
     again, _, _ = start()  # the same configuration: its packages load, nothing is traced or compiled
     assert again.compilation["cache"] == "warm"
-    _, again_out = again.train(state, batches, 0)
+    _, again_out = again.train(state, batches)
     assert again._loaded == 2  # step and anneal
     np.testing.assert_array_equal(again_out.losses, compiled_out.losses)
     np.testing.assert_array_equal(again_out.weights, compiled_out.weights)
@@ -81,7 +81,7 @@ def test_compiled_graphs_load_again_untraced_and_a_failed_compile_falls_back_to_
     monkeypatch.setenv("GRADPATH_CACHE", str(tmp_path / "empty"))
     eager, _, _ = start()
     with pytest.warns(RuntimeWarning, match="running it eagerly") as record:
-        eager_state, eager_out = eager.train(state, batches, 0)
+        eager_state, eager_out = eager.train(state, batches)
     fallbacks = [w for w in record if "running it eagerly" in str(w.message)]
     assert len(fallbacks) == 1  # once: the first failure puts the whole run on the eager route
     assert eager.compilation["route"] == "eager" and "compiling failed (RuntimeError)" in eager.compilation["reason"]

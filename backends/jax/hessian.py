@@ -1,10 +1,10 @@
 """Hessian-vector products of a PINN loss with JAX: forward-over-reverse (``jvp`` of ``grad``).
 
-The loss is the one the trainer minimises (gradpath.backends.losses.term_losses), as a function of the
-selected parameters flattened into one vector; the others stay fixed. Products with a block of
-vectors are ``vmap``-ed and compiled once per (problem, network, parameter set, term): the
-parameters, points and weights are arguments, so monitoring sigma_max every 1000 steps does not
-recompile. See gradpath.backends.diagnostics.hessian_operator.
+The loss and its flattening are gradpath.backends.diagnostics.flat_loss, shared with torch.
+Products with a block of vectors are ``vmap``-ed and compiled once per (problem, network,
+parameter set, term): the parameters, points and weights are arguments, so monitoring sigma_max
+every 1000 steps does not recompile. Reached through the registry as ``JaxBackend.hessian_matmat``
+(see gradpath.backends.diagnostics.hessian_operator).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradpath.backends.losses import term_losses
+from gradpath.backends.diagnostics import flat_loss, flat_parameters
 from gradpath.problems.core import Problem
 
 
@@ -24,15 +24,8 @@ from gradpath.problems.core import Problem
 def _block_product(problem: Problem, keys: tuple[str, ...], shapes: tuple[tuple[int, ...], ...],
                    index: int | None, net: str, gate: str) -> Callable:
     """A jitted ``(x0, fixed, points, mu, sigma, weights, V) -> H V`` for one loss and parameter layout."""
-    splits = np.cumsum([int(np.prod(s)) for s in shapes])[:-1].tolist()
-
-    def loss(x, fixed, pts, mu, sigma, w):
-        p = dict(fixed)
-        p.update({k: jnp.reshape(part, shape) for k, part, shape in zip(keys, jnp.split(x, splits), shapes)})
-        losses = term_losses(jnp, problem, p, pts, mu, sigma, net=net, gate=gate)
-        return jnp.dot(w, losses) if index is None else w[index] * losses[index]
-
-    grad = jax.grad(loss)
+    grad = jax.grad(flat_loss(jnp, problem, keys, shapes, index=index, net=net, gate=gate,
+                               split=jnp.split))
 
     def block(x0, fixed, pts, mu, sigma, w, vs):
         def hvp(v):
@@ -47,22 +40,19 @@ def hessian_matmat(problem: Problem, params: dict[str, np.ndarray], mu: np.ndarr
                    batch: Sequence[np.ndarray], weights: np.ndarray, keys: Sequence[str], *,
                    index: int | None, net: str, gate: str,
                    dtype: str) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
-    """``(n, matmat)``: the Hessian of ``weights[index] * L_index`` (or of sum_i weights_i L_i if
-    ``index`` is None) w.r.t. the parameters ``keys``, as ``V (n, k) -> H V (n, k)`` in float64 numpy."""
+    """See gradpath.backends.protocol.HessianMatmat."""
     if dtype == "float64":
         # process-wide, as in the trainer; float32 arrays elsewhere keep their explicit dtype
         jax.config.update("jax_enable_x64", True)
     dt = jnp.dtype(dtype)
     put = lambda a: jnp.asarray(np.asarray(a), dtype=dt)  # noqa: E731
-    keys = tuple(keys)
-    shapes = tuple(tuple(np.shape(params[k])) for k in keys)
-    fixed = {k: put(v) for k, v in params.items() if k not in keys}
-    x0 = put(np.concatenate([np.ravel(params[k]) for k in keys]))
-    args = (x0, fixed, [put(b) for b in batch], put(mu), put(sigma), put(weights))
-    block = _block_product(problem, keys, shapes, index, net, gate)
+    x0, shapes, fixed = flat_parameters(params, keys)
+    args = (put(x0), {k: put(v) for k, v in fixed.items()}, [put(b) for b in batch], put(mu), put(sigma),
+            put(weights))
+    block = _block_product(problem, tuple(keys), shapes, index, net, gate)
 
     def matmat(v: np.ndarray) -> np.ndarray:
         with jax.default_matmul_precision("highest"):  # no TF32 on GPUs, as in the trainer
             return np.asarray(block(*args, put(v)), np.float64)
 
-    return int(x0.shape[0]), matmat
+    return x0.size, matmat

@@ -1,9 +1,8 @@
 """JAX trainer: sampling is done by numpy outside; everything per step runs in one compiled loop.
 
-Per step: forward-mode jets for the input derivatives (gradpath.backends.jets), one reverse pass for the
-parameter gradient of sum_i lambda_i L_i, Adam (gradpath.backends.adam), and every ``anneal_every`` steps,
-after the update and on the same batch, the per-term gradients at the new parameters and the
-annealing rule (gradpath.backends.weighting), as the authors' code does (spec 3.2.5).
+The step's maths is gradpath.backends.step.Step with ``jax.value_and_grad`` and, for the annealing
+update, ``jax.lax.cond``; this file owns how it runs: a chunk of steps is one ``jax.jit``-ed
+``fori_loop``.
 
 With ``lanes=n`` the trainer trains n seeds at once: every state leaf but the step count gets a
 leading seed axis, and ``jax.vmap`` turns the per-seed step into one batched step. The step count
@@ -20,12 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradpath.backends.adam import adam_update, learning_rate
-from gradpath.backends.checkpoint import flatten, unflatten
 from gradpath.backends.devices import cpu_name
-from gradpath.backends.losses import derivatives, term_loss, term_losses
+from gradpath.backends.jax.hessian import hessian_matmat
+from gradpath.backends.methods import METHODS
 from gradpath.backends.protocol import ChunkOutput
 from gradpath.backends.settings import TrainSettings
+from gradpath.backends.step import Step, StateArrays
 from gradpath.problems.core import Problem
 from gradpath.problems.errors import UsageError
 
@@ -47,6 +46,8 @@ class JaxBackend:
 
     name = "jax"
     supports_lanes = True  # trainer(..., lanes=n) trains n seeds in one vectorised program
+    methods = tuple(METHODS)
+    hessian_matmat = staticmethod(hessian_matmat)  # forward-over-reverse products (backends/jax/hessian.py)
 
     def resolve_device(self, device: str) -> str:
         if device == "auto":
@@ -72,7 +73,12 @@ class JaxBackend:
 _LANE_AXES = {"params": 0, "m": 0, "v": 0, "weights": 0, "norm": 0, "count": None}
 
 
-class JaxTrainer:
+def _cond(predicate, update, weights):
+    """``update(weights)`` where ``predicate`` holds: a real branch, since the count is never batched."""
+    return jax.lax.cond(predicate, update, lambda w: w, weights)
+
+
+class JaxTrainer(StateArrays):
     """See gradpath.backends.protocol.Trainer. State is a dict of jax arrays (a pytree)."""
 
     def __init__(self, problem: Problem, settings: TrainSettings, device: str, lanes: int | None = None) -> None:
@@ -84,9 +90,8 @@ class JaxTrainer:
         self.dtype = jnp.dtype(settings.dtype)
         self.device = _gpu_devices()[0] if device == "cuda" else jax.devices("cpu")[0]
         self.chunk = min(settings.log_every, settings.steps)
-        method = settings.method_spec
-        self.net, self.gate, self.anneal = method.net, settings.gate, method.anneal
-        self.weighting = settings.weighting_for(problem)
+        self.rule = Step(problem, settings, jnp, self.dtype, jax.value_and_grad)
+        self.n_terms = len(problem.terms())
         self.lanes = lanes
         self._compiled = None
         self._last = None  # the newest state, which sync() waits for
@@ -100,44 +105,12 @@ class JaxTrainer:
         return {"route": "compiled", "reason": "jax always compiles (jax.jit)", "cache": None, "ledger_key": None}
 
     # -- pure functions --------------------------------------------------------------------------
-    def _losses(self, params, batch, norm):
-        return term_losses(jnp, self.problem, params, batch, norm["mu"], norm["sigma"],
-                           net=self.net, gate=self.gate)
-
     def _term_gradients(self, params, batch, norm):
         with _full_precision():
-            return self._term_gradients_raw(params, batch, norm)
-
-    def _term_gradients_raw(self, params, batch, norm):
-        # one gradient per term rather than jax.jacrev of the loss vector: jacrev back-propagates a
-        # one-hot cotangent through every term's graph, zeros included (the lambda update then
-        # costs about one step instead of about two)
-        pairs = [jax.value_and_grad(lambda p, i=i: term_loss(jnp, self.problem, i, p, batch[i], norm["mu"],
-                                                             norm["sigma"], net=self.net, gate=self.gate))(params)
-                 for i in range(len(batch))]
-        return jnp.stack([value for value, _ in pairs]), [grads for _, grads in pairs]
+            return self.rule.term_gradients(params, batch, norm)
 
     def _step(self, state, batch):
-        s = self.settings
-
-        def total(params):
-            losses = self._losses(params, batch, state["norm"])
-            return jnp.dot(state["weights"], losses), losses
-
-        (_, losses), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
-        count = state["count"]
-        lr = learning_rate(count.astype(self.dtype), s.lr, s.lr_decay_rate, s.lr_decay_steps)
-        params, m, v = adam_update(state["params"], grads, state["m"], state["v"], count.astype(self.dtype), lr,
-                                   eps=s.adam_eps, form=s.adam_form)
-        weights = state["weights"]
-        if self.anneal:
-            def anneal(w):
-                _, term_grads = self._term_gradients_raw(params, batch, state["norm"])
-                return self.weighting.update(jnp, term_grads, w, s.anneal_alpha)
-
-            weights = jax.lax.cond(count % s.anneal_every == 0, anneal, lambda w: w, weights)
-        new = dict(state, params=params, m=m, v=v, weights=weights, count=count + 1)
-        return new, losses
+        return self.rule.step(state, batch, _cond)
 
     def _chunk(self, state, batches, n_steps):
         with _full_precision():
@@ -160,8 +133,7 @@ class JaxTrainer:
     def _predict(self, params, x, keys, norm):
         with _full_precision():
             def one(params, norm):
-                return derivatives(jnp, self.problem, params, x, norm["mu"], norm["sigma"], keys, net=self.net,
-                                   gate=self.gate)
+                return self.rule.derivatives(params, x, keys, norm)
 
             return one(params, norm) if self.lanes is None else jax.vmap(one)(params, norm)
 
@@ -171,23 +143,21 @@ class JaxTrainer:
         return jax.vmap(self._term_gradients)(params, batch, norm)
 
     # -- protocol --------------------------------------------------------------------------------
-    def _put(self, a: np.ndarray) -> jax.Array:
+    def _array(self, a: np.ndarray) -> jax.Array:
         return jax.device_put(jnp.asarray(a, dtype=self.dtype), self.device)
 
-    def init(self, params, mu, sigma):
-        p = {k: self._put(v) for k, v in params.items()}
-        zeros = {k: jnp.zeros_like(v) for k, v in p.items()}
-        n_terms = len(self.problem.terms())
-        lead = () if self.lanes is None else (self.lanes,)
-        return {"params": p, "m": zeros, "v": dict(zeros), "weights": self._put(np.ones((*lead, n_terms))),
-                "count": jax.device_put(jnp.asarray(0, jnp.int32), self.device),
-                "norm": {"mu": self._put(mu), "sigma": self._put(sigma)}}
+    def _exact(self, a: np.ndarray) -> jax.Array:
+        # jnp.asarray keeps the saved dtype (the int32 step count, the run's float dtype)
+        return jax.device_put(jnp.asarray(a), self.device)
+
+    def _numpy(self, a: jax.Array) -> np.ndarray:
+        return np.asarray(a)
 
     def _padded(self, batches):
         axis = 0 if self.lanes is None else 1
         steps = batches[0].shape[axis]
         pad = [(0, 0)] * axis + [(0, self.chunk - steps)] + [(0, 0)] * 3
-        return [self._put(np.pad(b, pad, mode="edge")) for b in batches], jnp.asarray(steps, jnp.int32)
+        return [self._array(np.pad(b, pad, mode="edge")) for b in batches], jnp.asarray(steps, jnp.int32)
 
     def warmup(self, state, batches):
         t0 = time.perf_counter()
@@ -208,7 +178,7 @@ class JaxTrainer:
         cost = cost[0] if isinstance(cost, list) else cost  # a list of one dict in older jax
         return float(cost["flops"])
 
-    def train(self, state, batches, first_step):
+    def train(self, state, batches):
         if self._compiled is None:
             self.warmup(state, batches)
         padded, n = self._padded(batches)
@@ -222,25 +192,13 @@ class JaxTrainer:
         return state, ChunkOutput(losses[:steps].swapaxes(0, 1), weights[:steps].swapaxes(0, 1))
 
     def predict(self, state, x, keys):
-        out = self._predict_jit(state["params"], self._put(x), tuple(keys), state["norm"])
+        out = self._predict_jit(state["params"], self._array(x), tuple(keys), state["norm"])
         return {k: np.asarray(v) for k, v in out.items()}
 
     def gradients(self, state, batch):
-        batch = [self._put(b) for b in batch]
+        batch = [self._array(b) for b in batch]
         losses, grads = self._gradients_jit(state["params"], batch, state["norm"])
         return np.asarray(losses), [{k: np.asarray(v) for k, v in g.items()} for g in grads]
-
-    def export(self, state):
-        out = {k: np.asarray(v) for k, v in state["params"].items()}
-        out["loss_weights"] = np.asarray(state["weights"])
-        return out
-
-    def snapshot(self, state):
-        return flatten(state, np.asarray)
-
-    def restore(self, arrays):
-        # jnp.asarray keeps the saved dtype (the int32 step count, the run's float dtype)
-        return unflatten(arrays, lambda a: jax.device_put(jnp.asarray(a), self.device))
 
     def sync(self):
         if self._last is not None:  # the newest state: everything queued before it is done once it is

@@ -1,9 +1,10 @@
 """Hessian-vector products of a PINN loss with PyTorch: forward-over-reverse (``torch.func.jvp`` of ``grad``).
 
-The same loss and flattening as backends/jax/hessian.py, so both backends give the same operator
-(tests/test_diagnostics.py). Products with a block of vectors are ``vmap``-ed; they run eagerly:
-an operator is used for tens of products (Lanczos) or one dense pass, where compiling would cost
-more than it saves. See gradpath.backends.diagnostics.hessian_operator.
+The loss and its flattening are gradpath.backends.diagnostics.flat_loss, shared with jax, so
+both backends give the same operator (tests/test_diagnostics.py). Products with a block of
+vectors are ``vmap``-ed; they run eagerly: an operator is used for tens of products (Lanczos) or
+one dense pass, where compiling would cost more than it saves. Reached through the registry as
+``TorchBackend.hessian_matmat`` (see gradpath.backends.diagnostics.hessian_operator).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import array_api_compat.torch as xp
 import numpy as np
 import torch
 
-from gradpath.backends.losses import term_losses
+from gradpath.backends.diagnostics import flat_loss, flat_parameters
 from gradpath.problems.core import Problem
 
 
@@ -22,23 +23,15 @@ def hessian_matmat(problem: Problem, params: dict[str, np.ndarray], mu: np.ndarr
                    batch: Sequence[np.ndarray], weights: np.ndarray, keys: Sequence[str], *,
                    index: int | None, net: str, gate: str,
                    dtype: str) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
-    """``(n, matmat)``: the Hessian of ``weights[index] * L_index`` (or of sum_i weights_i L_i if
-    ``index`` is None) w.r.t. the parameters ``keys``, as ``V (n, k) -> H V (n, k)`` in float64 numpy."""
+    """See gradpath.backends.protocol.HessianMatmat."""
     dt = getattr(torch, dtype)
     put = lambda a: torch.as_tensor(np.array(a), dtype=dt)  # noqa: E731  (a copy: no shared memory)
-    fixed = {k: put(v) for k, v in params.items() if k not in keys}
-    shapes = [tuple(np.shape(params[k])) for k in keys]
-    sizes = [int(np.prod(s)) for s in shapes]
-    x0 = put(np.concatenate([np.ravel(params[k]) for k in keys]))
-    pts, m, s, w = [put(b) for b in batch], put(mu), put(sigma), put(weights)
-
-    def loss(x):
-        p = dict(fixed)
-        p.update({k: torch.reshape(part, shape) for k, part, shape in zip(keys, torch.split(x, sizes), shapes)})
-        losses = term_losses(xp, problem, p, pts, m, s, net=net, gate=gate)
-        return torch.dot(w, losses) if index is None else w[index] * losses[index]
-
-    grad = torch.func.grad(loss)
+    x0, shapes, fixed = flat_parameters(params, keys)
+    x0 = put(x0)
+    args = ({k: put(v) for k, v in fixed.items()}, [put(b) for b in batch], put(mu), put(sigma), put(weights))
+    loss = flat_loss(xp, problem, tuple(keys), shapes, index=index, net=net, gate=gate,
+                     split=torch.tensor_split)
+    grad = torch.func.grad(lambda x: loss(x, *args))
 
     def hvp(v):
         return torch.func.jvp(grad, (x0,), (v,))[1]

@@ -1,9 +1,8 @@
 """PyTorch trainer: sampling is done by numpy outside; each step runs as one graph, compiled or not.
 
-Per step: forward-mode jets for the input derivatives (gradpath.backends.jets), one reverse pass for the
-parameter gradient of sum_i lambda_i L_i, Adam (gradpath.backends.adam), and every ``anneal_every`` steps,
-after the update and on the same batch, the per-term gradients at the new parameters and the
-annealing rule (gradpath.backends.weighting), as the authors' code does (spec 3.2.5).
+The step's maths is gradpath.backends.step.Step with ``torch.func.grad_and_value``; its descent and
+its annealing update are two graphs, and the host, which knows the step count, calls the second
+every ``anneal_every`` steps. This file owns how they run.
 
 Note:
     The step is traced with ``make_fx``, rather than given to ``torch.compile`` as Python: dynamo
@@ -39,13 +38,13 @@ import torch
 import torch.utils._pytree as pytree
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from gradpath.backends.adam import adam_update, learning_rate
-from gradpath.backends.checkpoint import flatten, unflatten
 from gradpath.backends.devices import cpu_name
-from gradpath.backends.losses import derivatives, term_loss, term_losses
+from gradpath.backends.methods import METHODS
 from gradpath.backends.protocol import ChunkOutput
 from gradpath.backends.settings import TrainSettings
+from gradpath.backends.step import Step, StateArrays
 from gradpath.backends.torch import compile_choice, packages
+from gradpath.backends.torch.hessian import hessian_matmat
 from gradpath.problems.core import Problem
 from gradpath.problems.errors import UsageError
 
@@ -103,11 +102,24 @@ def _interpreted(graph: Callable, args: tuple) -> Callable:
     return run
 
 
+def _value_and_grad(f: Callable, has_aux: bool = False) -> Callable:
+    """``torch.func.grad_and_value`` with the signature and result order of ``jax.value_and_grad``."""
+    grad_and_value = torch.func.grad_and_value(f, has_aux=has_aux)
+
+    def run(params):
+        grads, value = grad_and_value(params)
+        return value, grads
+
+    return run
+
+
 class TorchBackend:
     """Builds :class:`TorchTrainer` objects (see gradpath.backends.protocol.Backend)."""
 
     name = "torch"
     supports_lanes = True  # trainer(..., lanes=n) trains n seeds in one vectorised program
+    methods = tuple(METHODS)
+    hessian_matmat = staticmethod(hessian_matmat)  # forward-over-reverse products (backends/torch/hessian.py)
 
     def resolve_device(self, device: str) -> str:
         if device == "auto":
@@ -130,7 +142,7 @@ class TorchBackend:
         return TorchTrainer(problem, settings, device, lanes)
 
 
-class TorchTrainer:
+class TorchTrainer(StateArrays):
     """See gradpath.backends.protocol.Trainer. State is a dict of torch tensors, never changed in place.
 
     Note:
@@ -147,9 +159,7 @@ class TorchTrainer:
         self.dtype = getattr(torch, settings.dtype)
         self.device = torch.device(device)
         self.threads = self.threads_on_cpu if self.device.type == "cpu" else None
-        method = settings.method_spec
-        self.net, self.gate, self.anneal = method.net, settings.gate, method.anneal
-        self.weighting = settings.weighting_for(problem)
+        self.rule = Step(problem, settings, xp, self.dtype, _value_and_grad)
         self.n_terms = len(problem.terms())
         self.lanes = lanes
         self._compiled: dict[Hashable, Any] = {}  # a compiled graph (or _EAGER) per function and input shapes
@@ -170,39 +180,6 @@ class TorchTrainer:
         """How this trainer runs its steps (``route``: compiled, traced or eager) and why, for the run's manifest."""
         return self.plan.as_dict()
 
-    # -- pure functions --------------------------------------------------------------------------
-    def _losses(self, params, batch, norm):
-        return term_losses(xp, self.problem, params, batch, norm["mu"], norm["sigma"],
-                           net=self.net, gate=self.gate)
-
-    def _term_gradients(self, params, batch, norm):
-        # one gradient per term rather than jacrev of the loss vector: jacrev back-propagates a
-        # one-hot cotangent through every term's graph, zeros included (the lambda update then
-        # costs about one step instead of about two)
-        pairs = [torch.func.grad_and_value(lambda p, i=i: term_loss(xp, self.problem, i, p, batch[i], norm["mu"],
-                                                                    norm["sigma"], net=self.net, gate=self.gate))(params)
-                 for i in range(len(batch))]
-        return torch.stack([value for _, value in pairs]), [grads for grads, _ in pairs]
-
-    def _step(self, state, batch):
-        s = self.settings
-
-        def total(params):
-            losses = self._losses(params, batch, state["norm"])
-            return torch.dot(state["weights"], losses), losses
-
-        grads, (_, losses) = torch.func.grad_and_value(total, has_aux=True)(state["params"])
-        count = state["count"]
-        lr = learning_rate(count.to(self.dtype), s.lr, s.lr_decay_rate, s.lr_decay_steps)
-        params, m, v = adam_update(state["params"], grads, state["m"], state["v"], count.to(self.dtype), lr,
-                                   eps=s.adam_eps, form=s.adam_form)
-        new = dict(state, params=params, m=m, v=v, count=count + 1)
-        return new, losses
-
-    def _anneal(self, params, weights, batch, norm):
-        _, term_grads = self._term_gradients(params, batch, norm)
-        return self.weighting.update(xp, term_grads, weights, self.settings.anneal_alpha)
-
     def _lanewise(self, fn: Callable, in_dims: Any, out_dims: Any = 0) -> Callable:
         """``fn`` itself for a one-seed trainer, else its vmap over the seed axis."""
         return fn if self.lanes is None else torch.func.vmap(fn, in_dims=in_dims, out_dims=out_dims)
@@ -216,13 +193,13 @@ class TorchTrainer:
         shapes = tuple(b.shape[:axis] + b.shape[axis + 1:] for b in batches)
         # the count is shared by all seeds; torch matches a dict of dims to the state by key order
         axes = {k: None if k == "count" else 0 for k in state}
-        step = self._lanewise(self._step, (axes, 0), (axes, 0))
-        anneal = self._lanewise(self._anneal, 0)
+        step = self._lanewise(self.rule.descend, (axes, 0), (axes, 0))
+        anneal = self._lanewise(self.rule.anneal, 0)
         first = int(state["count"])  # one read per chunk: the host decides which steps anneal
         for i in range(steps):
             batch = [b.select(axis, i) for b in batches]
             state, losses = self._run(("step", shapes), step, state, batch)
-            if self.anneal and (first + i) % self.settings.anneal_every == 0:
+            if self.rule.anneals and self.rule.anneals_at(first + i):
                 # a graph of its own, called every anneal_every steps: each graph is branch-free,
                 # and the step's graph is compiled once instead of twice
                 weights = self._run(("anneal", shapes), anneal, state["params"], state["weights"], batch,
@@ -233,9 +210,6 @@ class TorchTrainer:
         if self.lanes is not None:
             losses_all, weights_all = losses_all.transpose(0, 1), weights_all.transpose(0, 1)
         return state, losses_all, weights_all
-
-    def _predict(self, params, x, keys, norm):
-        return derivatives(xp, self.problem, params, x, norm["mu"], norm["sigma"], keys, net=self.net, gate=self.gate)
 
     # -- compilation -----------------------------------------------------------------------------
     def _run(self, key: Hashable, fn: Callable, *args: Any) -> Any:
@@ -283,25 +257,20 @@ class TorchTrainer:
         return fn(*args)
 
     # -- protocol --------------------------------------------------------------------------------
-    def _put(self, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+    def _array(self, a: np.ndarray) -> torch.Tensor:
+        # torch.tensor copies: no tensor shares memory with the caller's numpy arrays
+        return torch.tensor(np.asarray(a), dtype=self.dtype, device=self.device)
 
-    def init(self, params, mu, sigma):
-        # torch.tensor copies: no parameter shares memory with the caller's numpy arrays
-        p = {k: torch.tensor(v, dtype=self.dtype, device=self.device) for k, v in params.items()}
+    def _exact(self, a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a, device=self.device)  # keeps the saved dtype (int32 count, the run's floats)
 
-        def zeros():  # m and v get tensors of their own: aliased inputs would compile a graph of their own
-            return {k: torch.zeros_like(v) for k, v in p.items()}
-
-        lead = () if self.lanes is None else (self.lanes,)
-        return {"params": p, "m": zeros(), "v": zeros(), "weights": self._put(np.ones((*lead, self.n_terms))),
-                "count": torch.tensor(0, dtype=torch.int32, device=self.device),
-                "norm": {"mu": self._put(mu), "sigma": self._put(sigma)}}
+    def _numpy(self, a: torch.Tensor) -> np.ndarray:
+        return a.cpu().numpy().copy()
 
     def warmup(self, state, batches):
         t0 = time.perf_counter()
         state = copy.deepcopy(state)  # warm-up steps run for real: keep the caller's state as it is
-        batches = [self._put(b[:1] if self.lanes is None else b[:, :1]) for b in batches]
+        batches = [self._array(b[:1] if self.lanes is None else b[:, :1]) for b in batches]
         state["count"] = torch.zeros_like(state["count"])  # step 0 anneals: one step compiles everything
         with _compute_settings(self.threads):
             self._chunk(state, batches)
@@ -318,10 +287,10 @@ class TorchTrainer:
             compile_choice.record(self.plan.key, trace_s=seconds)
         return seconds
 
-    def train(self, state, batches, first_step):
+    def train(self, state, batches):
         t0 = time.perf_counter()
         with _compute_settings(self.threads):
-            state, losses, weights = self._chunk(state, [self._put(b) for b in batches])
+            state, losses, weights = self._chunk(state, [self._array(b) for b in batches])
         out = ChunkOutput(losses.cpu().numpy(), weights.cpu().numpy())  # waits for the device
         steps = batches[0].shape[0 if self.lanes is None else 1]
         if steps == self._chunk_steps and len(self._timed) < _TIMED_CHUNKS:
@@ -331,47 +300,34 @@ class TorchTrainer:
         return state, out
 
     def predict(self, state, x, keys):
-        x, keys = self._put(x), tuple(keys)
-        predict = self._lanewise(lambda p, x, n: self._predict(p, x, keys, n), (0, None, 0))
+        x, keys = self._array(x), tuple(keys)
+        predict = self._lanewise(lambda p, x, n: self.rule.derivatives(p, x, keys, n), (0, None, 0))
         with _compute_settings(self.threads):
             out = self._run(("predict", keys, tuple(x.shape)), predict, state["params"], x, state["norm"])
         return {k: v.cpu().numpy() for k, v in out.items()}
 
     def gradients(self, state, batch):
         # eager on purpose: called once per comparison, where compiling would cost seconds for milliseconds
-        batch = [self._put(b) for b in batch]
+        batch = [self._array(b) for b in batch]
         with _compute_settings(self.threads):
             if self.lanes is None:  # plain autograd: functorch's first use imports dynamo, a second
                 losses, grads = self._autograd_term_gradients(state["params"], batch, state["norm"])
             else:
-                losses, grads = self._lanewise(self._term_gradients, 0)(state["params"], batch, state["norm"])
+                losses, grads = self._lanewise(self.rule.term_gradients, 0)(state["params"], batch, state["norm"])
         return losses.cpu().numpy(), [{k: v.cpu().numpy() for k, v in g.items()} for g in grads]
 
     def _autograd_term_gradients(self, params, batch, norm):
-        """:meth:`_term_gradients` by ``torch.autograd.grad`` (the same sums, outside functorch)."""
+        """``Step.term_gradients`` by ``torch.autograd.grad`` (the same sums, outside functorch)."""
         leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
         losses, grads = [], []
         with torch.enable_grad():
             for i in range(len(batch)):
-                loss = term_loss(xp, self.problem, i, leaves, batch[i], norm["mu"], norm["sigma"], net=self.net,
-                                 gate=self.gate)
+                loss = self.rule.term_loss(i, leaves, batch[i], norm)
                 # a term may not depend on every parameter (u_xx not on the output bias): zeros, as functorch
                 grads.append(dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()), allow_unused=True,
                                                                   materialize_grads=True))))
                 losses.append(loss.detach())
         return torch.stack(losses), grads
-
-    def export(self, state):
-        out = {k: v.cpu().numpy() for k, v in state["params"].items()}
-        out["loss_weights"] = state["weights"].cpu().numpy()
-        return out
-
-    def snapshot(self, state):
-        return flatten(state, lambda t: t.cpu().numpy().copy())
-
-    def restore(self, arrays):
-        # torch.tensor copies and keeps the saved dtype (the int32 step count, the run's float dtype)
-        return unflatten(arrays, lambda a: torch.tensor(a, device=self.device))
 
     def sync(self):
         if self.device.type == "cuda":
