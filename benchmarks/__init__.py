@@ -1,7 +1,9 @@
-"""asv benchmarks of gradpath (``asv run``; see README "Performance").
+"""The asv suite of gradpath (``asv run``; docs/performance.md "asv").
 
-Files are ``bench_<stage>.py``; ``inputs.py`` builds what they share. The other modules here
-(``core_check.py``, ...) are scripts run with ``PYTHONPATH=. python benchmarks/<name>.py``: asv
-imports them too, so they define no ``time_``/``track_``/``peakmem_`` names and do their work
-only under ``if __name__ == "__main__"``.
+Only asv benchmarks live here: ``bench_step.py`` (step, chunk, seed-vectorised chunk, compile),
+``bench_accuracy.py`` (error after fixed-seed steps), and ``compat.py``, through which they reach
+gradpath. asv runs this folder from the working tree against every commit it builds, so no module
+here imports gradpath at import time: ``setup`` does, through ``compat``, and a feature a commit
+lacks is a skip (NotImplementedError), never an ImportError. The measurement scripts are modules
+of gradpath.suite.perf; the store analyses are ``gradpath analyse``.
 """

@@ -5,9 +5,8 @@ A change that makes training faster but wrong shows up here, not in bench_step.
 
 from __future__ import annotations
 
-from gradpath.backends.training import train
-from benchmarks.inputs import METHODS, TARGETS, TIMEOUT, backend_for, settings_for
-from gradpath.problems import get_problem
+from .bench_step import METHODS, TARGETS
+from .compat import SEED, TIMEOUT, backend_for, feature
 
 STEPS = 1000
 
@@ -22,10 +21,13 @@ class Accuracy:
 
     def setup(self, problem, method, backend):
         backend_for(backend)
+        self.train = feature("backends.training", "train")
+        self.problem = feature("problems", "get_problem")(problem)
+        self.settings = feature("backends.settings", "TrainSettings")(
+            method=method, device=backend.split(":")[1], seed=SEED, steps=STEPS, log_every=STEPS, compile=True)
 
     def track_rel_l2_after_1000_steps(self, problem, method, backend):
         """Relative L2 error on the problem's 100x100 test grid (its primary metric)."""
-        settings = settings_for(method, backend, steps=STEPS, log_every=STEPS)
-        return train(get_problem(problem), settings, backend.split(":")[0]).summary["error"]
+        return self.train(self.problem, self.settings, backend.split(":")[0]).summary["error"]
 
     track_rel_l2_after_1000_steps.unit = "relative L2"

@@ -1,11 +1,11 @@
-"""benchmarks/backend_pairs.py: one seed in two backends, paired, and the step where they part."""
+"""gradpath.suite.analysis.backend_pairs (`gradpath analyse backend-pairs`): one seed in two backends, paired, and the step where they part."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from benchmarks.backend_pairs import pairs, parting_step, report
+from gradpath.suite.analysis.backend_pairs import pairs, parting_step, report
 
 
 def _runs() -> pd.DataFrame:

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from gradpath.problems.errors import UsageError
-from gradpath.suite.perf import bench
+from gradpath.suite.perf import bench, timing
 from gradpath.suite.perf import report as bench_report
 from gradpath.suite.cli.commands import main
 
@@ -53,8 +53,8 @@ def test_ratios_and_targets():
 
 
 def test_quartiles():
-    assert bench._quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 3.0, 4.0)
-    assert bench._quartiles([2.0]) == (2.0, 2.0, 2.0)
+    assert timing.quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 3.0, 4.0)
+    assert timing.quartiles([2.0]) == (2.0, 2.0, 2.0)
 
 
 def test_end_to_end_tiny_run(tmp_path, capsys):
@@ -79,3 +79,17 @@ def test_deepxde_worker_measures_its_pytorch_backend():
     out = bench.run_in_subprocess("gradpath.suite.perf.deepxde", {"steps": 20, "chunk": 10}, env={"DDE_BACKEND": "pytorch"})
     assert out["backend"] == "pytorch" and out["chunks"] == 2 and out["ms_per_step"] > 0
     assert math.isfinite(out["final_train_loss"])
+
+
+def test_timing_samples_each_chunk_and_can_repeat_the_same_work():
+    """gradpath.suite.perf.timing, the one step timing: one sample per synchronised chunk; advance=False
+    trains from the same state every time (what a per-chunk flop rate needs)."""
+    pytest.importorskip("jax")
+    prepared = timing.prepare("helmholtz", "M1", "jax", "cpu", chunk=5, pool=20)
+    assert prepared.compile_seconds > 0 and prepared.settings.log_every == 5
+    samples = timing.time_chunks(prepared, 3, 5)
+    assert len(samples) == 3 and min(samples) > 0 and prepared.step == 15
+    timing.time_chunks(prepared, 2, 5, advance=False)
+    assert prepared.step == 15
+    assert timing.ms_per_step_of_run([{"step": 10, "seconds": 0.5}, {"step": 20, "seconds": 1.5},
+                                      {"step": 25, "seconds": 2.0}], 10) == [50.0, 100.0]

@@ -1,11 +1,11 @@
-"""benchmarks/compare_stores.py: the same run keys in two stores, paired and compared."""
+"""gradpath.suite.analysis.compare_stores (`gradpath analyse compare-stores`): the same run keys in two stores, paired and compared."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.compare_stores import cell_comparison, paired_runs, report
+from gradpath.suite.analysis.compare_stores import cell_comparison, paired_runs, report
 from gradpath.suite.campaigns.definition import expand, parse_campaign
 from gradpath.suite.runs.record import RunRecord
 from gradpath.suite.runs.store import Store
@@ -71,3 +71,23 @@ def test_stores_with_no_common_run_say_so(tmp_path):
     _store(tmp_path / "b", {1: 0.1}, "y", 1.0)
     with pytest.raises(SystemExit, match="no done run with the same key"):
         paired_runs(tmp_path / "a", tmp_path / "b")
+
+
+def test_gradpath_analyse_compare_stores_prints_and_writes(tmp_path, capsys):
+    """The command the docs name: ``gradpath analyse compare-stores STORE_A STORE_B``."""
+    from gradpath.suite.cli.commands import main
+
+    _store(tmp_path / "a", {0: 0.10, 1: 0.20}, "AMD EPYC", 5.0)
+    _store(tmp_path / "b", {0: 0.11, 1: 0.20}, "NVIDIA H200", 0.5)
+    out = tmp_path / "check.md"
+    assert main(["analyse", "compare-stores", str(tmp_path / "a"), str(tmp_path / "b"), "--label-a", "cpu",
+                 "--label-b", "h200", "--out", str(out)]) == 0
+    assert "Devices: cpu = AMD EPYC; h200 = NVIDIA H200." in capsys.readouterr().out
+    assert out.read_text().startswith("# The same runs on two machines: cpu and h200")
+
+
+def test_gradpath_analyse_names_its_analyses(capsys):
+    from gradpath.suite.cli.commands import main
+
+    assert main(["analyse", "compare-store"]) == 2
+    assert "compare-stores" in capsys.readouterr().err

@@ -1,11 +1,11 @@
-"""benchmarks/escape_factors.py: what the escape step is (not) correlated with, on records built by hand."""
+"""gradpath.suite.analysis.escape_factors (`gradpath analyse escape-factors`): what the escape step is (not) correlated with, on records built by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.escape_factors import report, runs_with_escape
+from gradpath.suite.analysis.escape_factors import report, runs_with_escape
 from gradpath.suite.campaigns.definition import expand, parse_campaign
 from gradpath.suite.runs.record import RunRecord
 from gradpath.suite.runs.store import Store

@@ -1,4 +1,4 @@
-"""benchmarks/jax_step_flops.py: XLA's flop count per step, for one seed and seeds vectorised."""
+"""gradpath.suite.perf.jax_step_flops: XLA's flop count per step, for one seed and seeds vectorised."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ pytest.importorskip("jax")
 
 from gradpath.backends.jax.trainer import JaxTrainer  # noqa: E402
 from gradpath.backends.settings import TrainSettings  # noqa: E402
-from benchmarks.jax_step_flops import main, measure  # noqa: E402
+from gradpath.suite.perf.jax_step_flops import main, measure  # noqa: E402
 from gradpath.problems import get_problem  # noqa: E402
 
 

@@ -16,23 +16,13 @@ import functools
 import numpy as np
 import pytest
 
-from gradpath.backends import get_backend
-from gradpath.backends.data import draw_batches, seed_start
-from gradpath.backends.settings import TrainSettings
-from gradpath.problems import get_problem
+from gradpath.suite.perf.timing import prepare
 
 
 @functools.lru_cache(maxsize=None)
 def _prepare(backend: str, compile: bool):
-    """A warmed-up Helmholtz M2 trainer on the CPU, its state and one step's batches (built once per module)."""
-    problem = get_problem("helmholtz")
-    settings = TrainSettings(method="M2", steps=1000, log_every=1, device="cpu", compile=compile)
-    start = seed_start(problem, settings)
-    trainer = get_backend(backend).trainer(problem, settings, "cpu")
-    state = trainer.init(start.params, start.mu, start.sigma)
-    batches = draw_batches(problem, start.batches, 1, settings.batch_size, settings.dtype)
-    trainer.warmup(state, batches)
-    return problem, settings, trainer, state, batches
+    """A warmed-up Helmholtz M2 trainer on the CPU (gradpath.suite.perf.timing, as every timing), built once per module."""
+    return prepare("helmholtz", "M2", backend, "cpu", chunk=1, steps=1000, compile=compile)
 
 
 @pytest.fixture
@@ -43,24 +33,18 @@ def prepared(backend, benchmark):
 
 def test_step(prepared, benchmark):
     """One training step (a one-step compiled chunk) and the device sync; every tenth call anneals, as in a run."""
-    problem, settings, trainer, state, batches = prepared
-    box = {"state": state, "step": 0}
-
     def step():
-        box["state"], out = trainer.train(box["state"], batches, box["step"])
-        trainer.sync()
-        box["step"] += 1
-        return out
+        return prepared.train(1)
 
     step()  # warm-up outside the measurement: jax compiles gradients() and predict() on first use
     out = benchmark(step)
-    assert out.losses.shape == (1, len(problem.terms())) and np.isfinite(out.losses).all()
+    assert out.losses.shape == (1, len(prepared.problem.terms())) and np.isfinite(out.losses).all()
 
 
 def test_lambda_update(prepared, benchmark):
     """One loss-weight update: per-term gradients (Trainer.gradients) and the annealing rule."""
-    problem, settings, trainer, state, batches = prepared
-    batch = [b[0] for b in batches]
+    problem, settings, trainer, state = prepared.problem, prepared.settings, prepared.trainer, prepared.state
+    batch = [b[0] for b in prepared.batches(1)]
     weighting = settings.weighting_for(problem)
     lambdas = np.ones(len(problem.terms()), dtype=np.float32)
 
@@ -75,9 +59,9 @@ def test_lambda_update(prepared, benchmark):
 
 def test_residual_evaluation(prepared, benchmark):
     """The PDE residual at 128 points: the derivatives it needs (Trainer.predict) and its misfit."""
-    problem, settings, trainer, state, batches = prepared
+    problem, trainer, state = prepared.problem, prepared.trainer, prepared.state
     term = problem.terms()[0]
-    x = batches[0][0].reshape(-1, len(problem.inputs)).astype(np.float64)
+    x = prepared.batches(1)[0][0].reshape(-1, len(problem.inputs)).astype(np.float64)
 
     def residual():
         d = trainer.predict(state, x, term.needs)

@@ -1,7 +1,8 @@
 """``gradpath bench``: backend x method x problem side by side, one fresh process per configuration.
 
 Each configuration trains through the shared loop (``gradpath.backends.training.train``: compile in the
-trainer's warm-up, then device-synchronised chunks of ``--log-every`` steps) in a process of its
+trainer's warm-up, then device-synchronised chunks of ``--log-every`` steps, read out of the run's
+history and summarised by gradpath.suite.perf.timing, as every timing in the project) in a process of its
 own, so compile caches and peak memory do not leak from one row into the next. Rows run one at a
 time, interleaved over repeats, so every row sees the same machine. The table gives the median and
 the interquartile range (IQR) of ms per step over all full chunks, compile seconds apart, and peak
@@ -30,6 +31,7 @@ from typing import Any
 
 from gradpath.problems.errors import UsageError
 from gradpath.suite.runs.record import writable_directory
+from gradpath.suite.perf.timing import ms_per_step_of_run, peak_device_mib, quartiles
 from gradpath.suite.perf.report import DEEPXDE_FRAMEWORK, DEEPXDE_GOAL, TARGET_PROBLEM, markdown, ratios, targets, write_report
 
 
@@ -43,20 +45,6 @@ class Config:
     device: str
     steps: int
     log_every: int
-
-
-def _peak_device_bytes(backend: str, device: str) -> int | None:
-    """The framework's peak device allocation on a GPU; None on the CPU."""
-    if device != "cuda":
-        return None
-    if backend == "torch":
-        import torch
-        return int(torch.cuda.max_memory_allocated())
-    if backend == "jax":
-        import jax
-        stats = jax.devices("gpu")[0].memory_stats() or {}
-        return stats.get("peak_bytes_in_use")
-    return None
 
 
 def measure(config: Config) -> dict[str, Any]:
@@ -74,18 +62,12 @@ def measure(config: Config) -> dict[str, Any]:
                              compile="on")
     result = train(get_problem(config.problem), settings, config.backend)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # per-chunk ms/step from the history's cumulative training seconds (compile and evaluation excluded)
-    chunk_ms, prev_step, prev_seconds = [], 0, 0.0
-    for row in result.history:
-        steps = row["step"] - prev_step
-        if steps == config.log_every:
-            chunk_ms.append(1e3 * (row["seconds"] - prev_seconds) / steps)
-        prev_step, prev_seconds = row["step"], row["seconds"]
+    chunk_ms = ms_per_step_of_run(result.history, config.log_every)
     summary = result.summary
     return {"chunk_ms": chunk_ms, "compile_seconds": summary["compile_seconds"], "error": summary["error"],
             "diverged": summary["diverged"], "device": device, "device_name": summary["device_name"],
             "versions": impl.versions(), "peak_rss_mib": rss_peak / 1024, "rss_delta_mib": (rss_peak - rss_import) / 1024,
-            "peak_device_mib": (lambda b: None if b is None else b / 2**20)(_peak_device_bytes(config.backend, device))}
+            "peak_device_mib": peak_device_mib(config.backend, device)}
 
 
 def run_in_subprocess(module: str, payload: dict[str, Any], env: dict[str, str] | None = None,
@@ -102,17 +84,9 @@ def run_in_subprocess(module: str, payload: dict[str, Any], env: dict[str, str] 
         return json.loads(out.read_text())
 
 
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        v = values[0] if values else float("nan")
-        return v, v, v
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, q2, q3
-
-
 def _row(config: Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
     chunks = [ms for r in runs for ms in r["chunk_ms"]]
-    q1, median, q3 = _quartiles(chunks)
+    q1, median, q3 = quartiles(chunks)
     device_mib = [r["peak_device_mib"] for r in runs if r["peak_device_mib"] is not None]
     return {"problem": config.problem, "method": config.method, "backend": config.backend, "device": runs[0]["device"],
             "ms_per_step": median, "iqr_ms": q3 - q1, "chunks": len(chunks),

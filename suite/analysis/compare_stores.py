@@ -1,6 +1,6 @@
 """The same runs trained on two machines: their errors and step times side by side.
 
-    PYTHONPATH=. python benchmarks/compare_stores.py STORE_A STORE_B [--label-a cpu --label-b cuda]
+    gradpath analyse compare-stores STORE_A STORE_B [--label-a cpu --label-b cuda]
         [--out results/paper/h200/check.md]
 
 A run's key is the hash of its configuration, and ``device = "auto"`` is part of that
@@ -96,21 +96,12 @@ def report(paired: pd.DataFrame, differ: pd.DataFrame, cells: pd.DataFrame, labe
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("store_a")
-    parser.add_argument("store_b")
-    parser.add_argument("--label-a", default="a")
-    parser.add_argument("--label-b", default="b")
-    parser.add_argument("--out", type=Path, help="write the markdown here as well as printing it")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    """Print (and with ``--out`` write) the report of the module docstring for ``args``
+    (``gradpath analyse``'s options, gradpath.suite.cli.analyse)."""
     paired, differ = paired_runs(args.store_a, args.store_b)
     text = report(paired, differ, cell_comparison(paired), args.label_a, args.label_b)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Does the input normalisation, or the seed itself, decide when a run's error first falls below 0.5?
 
-    PYTHONPATH=. python benchmarks/escape_factors.py STORE [--problem helmholtz] [--backend jax] [--method M1]
+    gradpath analyse escape-factors STORE [--problem helmholtz] [--backend jax] [--method M1]
 
 Helmholtz's M1 runs leave their slow phase (boundary-violating: error 3-8, boundary loss near 35;
 not u = 0, see :mod:`gradpath.suite.analysis.escape`) at very different steps, and late ones end with large errors
@@ -100,15 +100,6 @@ def report(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("store", type=Path)
-    parser.add_argument("--problem", default="helmholtz")
-    parser.add_argument("--backend", default="jax")
-    parser.add_argument("--method", default="M1", choices=("M1", "M2", "M3", "M4"))
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    """Print the report of the module docstring for ``args`` (``gradpath analyse``'s options, gradpath.suite.cli.analyse)."""
     print(report(runs_with_escape(Store(args.store, create=False), args.problem, args.backend, args.method)))
-
-
-if __name__ == "__main__":
-    main()

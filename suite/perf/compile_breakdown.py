@@ -11,7 +11,7 @@ run filled, and reports:
 - warm-up seconds from warm caches (the AOTInductor packages loaded; nothing traced);
 - ms per step of each route, and the traced route's warm-up (make_fx and TorchScript).
 
-Run: ``PYTHONPATH=. python benchmarks/compile_breakdown.py --out results/perf/compile-breakdown``.
+Run: ``python -m gradpath.suite.perf.compile_breakdown --out results/perf/compile-breakdown``.
 Writes ``breakdown.md`` and ``breakdown.json``. Compare numbers from one invocation only.
 """
 
@@ -87,8 +87,8 @@ def measure(problem: str, method: str, params: dict, steps: int) -> dict:
         for name, compile_, route in (("compiled, empty caches", "on", None), ("compiled, warm caches", "on", None),
                                       ("traced", "off", "traced"), ("eager", "off", "eager")):
             payload = json.dumps([problem, method, params, compile_, steps, route])
-            proc = subprocess.run([sys.executable, __file__, "--child", payload], capture_output=True, text=True,
-                                  env=env, cwd=Path(__file__).resolve().parents[1])
+            proc = subprocess.run([sys.executable, "-m", "gradpath.suite.perf.compile_breakdown", "--child", payload],
+                                  capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 raise RuntimeError(f"{problem} {method} {name}: {proc.stderr.strip().splitlines()[-1:]}")
             out[name] = json.loads(proc.stdout.strip().splitlines()[-1])

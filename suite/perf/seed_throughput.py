@@ -1,6 +1,6 @@
 """Seed-vectorised training against the same seeds one after the other, side by side in one run.
 
-    PYTHONPATH=. python benchmarks/seed_throughput.py [--device cpu|cuda] [--seeds 10] [--steps 2000]
+    python -m gradpath.suite.perf.seed_throughput [--device cpu|cuda] [--seeds 10] [--steps 2000]
         [--backend jax --backend torch] [--method M1 --method M4] [--out results/perf/seeds-cpu]
 
 For each backend and method, in fresh processes one after the other (so neither inherits the
@@ -13,7 +13,6 @@ other's compiled code or caches, and peaks are per process):
 It prints and writes the wall time of each (compile, training and evaluation: what a user
 waits for), the training time alone, the step time per seed, and the ratios sequential /
 vectorised (the throughput gain). The runs are the same runs (tests/test_seed_vectorised.py).
-An asv module must import cheaply: everything runs under ``main()``.
 """
 
 from __future__ import annotations
@@ -72,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.method or ["M1", "M4"]:
             row = {"backend": backend, "method": method, "seeds": args.seeds, "steps": args.steps}
             for mode in ("sequential", "vectorised"):
-                cmd = [sys.executable, __file__, "--child", mode, backend, method, str(args.seeds), str(args.steps),
-                       args.device]
+                cmd = [sys.executable, "-m", "gradpath.suite.perf.seed_throughput", "--child", mode, backend, method,
+                       str(args.seeds), str(args.steps), args.device]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 out = json.loads(done.stdout.strip().splitlines()[-1])
                 row["device_name"] = out["device_name"]

@@ -1,6 +1,6 @@
 """Each seed trained in two backends, paired: how far apart the two runs end, and where they part.
 
-    PYTHONPATH=. python benchmarks/backend_pairs.py [RESULTS] [--seeds 0 1 2] [--problem P] [--exclude LABEL ...]
+    gradpath analyse backend-pairs [RESULTS] [--seeds 0 1 2] [--problem P] [--exclude LABEL ...]
         [--part 0.01]
 
 e.g. Table 2's rows that PyTorch ran with 3 seeds:
@@ -77,15 +77,8 @@ def report(paired: pd.DataFrame, history: pd.DataFrame, metric: str, threshold: 
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="?", default="results/paper")
-    parser.add_argument("--seeds", type=int, nargs="*", help="only these seeds (default: every seed in both)")
-    parser.add_argument("--problem", help="only this problem")
-    parser.add_argument("--exclude", nargs="*", default=[], help="configuration labels to leave out, e.g. 'helmholtz 50x3'")
-    parser.add_argument("--part", type=float, default=0.01, help="relative difference at which histories part")
-    parser.add_argument("--metric", default="rel_l2", help="history column to compare (default rel_l2)")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    """Print the report of the module docstring for ``args`` (``gradpath analyse``'s options, gradpath.suite.cli.analyse)."""
     root = Path(args.results)
     runs, history = pd.read_parquet(root / RUNS), pd.read_parquet(root / HISTORIES)
     if args.problem:
@@ -95,7 +88,3 @@ def main(argv: list[str] | None = None) -> None:
     if paired.empty:
         raise SystemExit(f"no seed is complete in both backends in {root} with these filters")
     print(report(paired, history, args.metric, args.part))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """What Table 2's architectures cost per step, relative to the 50 x 3 network, side by side in one run.
 
-    PYTHONPATH=. python benchmarks/architecture_cost.py [--backend jax --backend torch] [--lanes 5]
+    python -m gradpath.suite.perf.architecture_cost [--backend jax --backend torch] [--lanes 5]
         [--method M1 --method M4] [--steps 600] [--out results/perf/architectures-cpu]
 
 The paper campaign's 50 x 3 jobs have measured wall times; the other eight Table 2 networks have
@@ -8,8 +8,7 @@ none until they run. This measures the median ms per vectorised step (``--lanes`
 campaign job trains them) of every Table 2 architecture for each backend and method, one after
 the other in this process, and its ratio to 50 x 3 measured in the same run, so that the rest of
 the campaign can be estimated from the measured 50 x 3 jobs (ratios are what survive a shared,
-noisy machine; the absolute times are only those of this run). An asv module must import
-cheaply: everything runs under ``main()``.
+noisy machine; the absolute times are only those of this run).
 """
 
 from __future__ import annotations

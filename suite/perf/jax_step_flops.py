@@ -1,7 +1,7 @@
 """How close a JAX training step comes to the machine's arithmetic rate: XLA's flop count per step,
 the measured step time, and their quotient, for one seed and for seeds vectorised.
 
-    PYTHONPATH=. python benchmarks/jax_step_flops.py [--case helmholtz --case cavity:psi-p ...]
+    python -m gradpath.suite.perf.jax_step_flops [--case helmholtz --case cavity:psi-p ...]
         [--method M1] [--lanes 5] [--steps 100] [--repeats 7] [--out results/perf/jax-step-flops.md]
 
 A case is a problem, or ``cavity:FORM`` for one form of the cavity. For each case the step is
@@ -12,20 +12,15 @@ operation, elementwise ones included, so GFLOP/s here is a rate of the whole ste
 
 Why it exists: vectorising seeds gains little in JAX on the cavity's psi-p form, where PyTorch gains
 1.6x (results/paper/cavity-cost.md). If one seed's step already runs near the rate the core reaches,
-the seed axis has little idle capacity to fill. An asv module must import cheaply: everything runs
-under ``main()``.
+the seed axis has little idle capacity to fill. The timing is gradpath.suite.perf.timing's.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-
-import numpy as np
 
 
 def _case(name: str):
@@ -36,42 +31,25 @@ def _case(name: str):
     return get_problem(problem, form=form) if form else get_problem(problem)
 
 
-def _compiled(case: str, method: str, lanes: int | None, steps: int):
-    """A warmed-up trainer for ``case``, its initial state and a chunk of ``steps`` batches."""
-    from gradpath.backends.data import draw_batches, initial_arrays, seed_start
-    from gradpath.backends.jax.trainer import JaxTrainer
-    from gradpath.backends.settings import TrainSettings
-
-    problem = _case(case)
-    settings = TrainSettings(method=method, steps=steps, log_every=steps, device="cpu")
-    trainer = JaxTrainer(problem, settings, "cpu", lanes)
-    starts = [seed_start(problem, dataclasses.replace(settings, seed=s)) for s in range(lanes or 1)]
-    state = trainer.init(*initial_arrays(starts, lanes))
-    batches = draw_batches(problem, np.random.default_rng(0), steps, settings.batch_size, settings.dtype)
-    if lanes is not None:
-        batches = [np.stack([b] * lanes) for b in batches]
-    trainer.warmup(state, batches)
-    return trainer, state, batches
-
-
 def measure(case: str, method: str, lanes: int, steps: int, repeats: int) -> list[dict]:
     """One seed and ``lanes`` seeds of ``case``: XLA's flops per step, median ms per step and their
     quotient (GFLOP/s). The two compiled steps are timed in turn, repeat by repeat, so that a change
     in the machine's load falls on both."""
-    compiled = {n: _compiled(case, method, None if n == 1 else n, steps) for n in (1, lanes)}
-    seconds: dict[int, list[float]] = {n: [] for n in compiled}
+    from gradpath.suite.perf.timing import prepare, quartiles, time_chunks
+
+    compiled = {n: prepare(_case(case), method, "jax", "cpu", chunk=steps, lanes=None if n == 1 else n, pool=steps)
+                for n in (1, lanes)}
+    ms: dict[int, list[float]] = {n: [] for n in compiled}
     for _ in range(repeats):
-        for n, (trainer, state, batches) in compiled.items():
-            t0 = time.perf_counter()
-            trainer.train(state, batches, 0)  # the same start each time: every repeat does the same work
-            trainer.sync()
-            seconds[n].append(time.perf_counter() - t0)
+        for n, prepared in compiled.items():
+            # the same start each time (advance=False): every repeat does the same work
+            ms[n] += time_chunks(prepared, 1, steps, advance=False)
     rows = []
-    for n, (trainer, _, _) in compiled.items():
-        ms = 1e3 * float(np.median(seconds[n])) / steps
-        flops = trainer.step_flops()
-        rows.append({"case": case, "method": method, "seeds": n, "mflop_per_step": flops / 1e6, "ms_per_step": ms,
-                     "ms_per_seed_step": ms / n, "gflop_per_s": flops / 1e6 / ms})
+    for n, prepared in compiled.items():
+        step_ms = quartiles(ms[n])[1]
+        flops = prepared.trainer.step_flops()
+        rows.append({"case": case, "method": method, "seeds": n, "mflop_per_step": flops / 1e6, "ms_per_step": step_ms,
+                     "ms_per_seed_step": step_ms / n, "gflop_per_s": flops / 1e6 / step_ms})
     return rows
 
 

@@ -1,7 +1,7 @@
 """The core engine's measured numbers (issue 2), side by side in one run, on one device.
 
-    PYTHONPATH=. python benchmarks/core_check.py --device cpu  --out results/core/cpu
-    PYTHONPATH=. python benchmarks/core_check.py --device cuda --out results/core/cuda
+    python -m gradpath.suite.perf.core_check --device cpu  --out results/core/cpu
+    python -m gradpath.suite.perf.core_check --device cuda --out results/core/cuda
 
 Writes ``core_check.json`` and ``core_check.md`` in ``--out``:
   * speed: Helmholtz [2,50,50,50,1], float32, batch 128, M1-M4 in every backend, interleaved
