@@ -143,25 +143,27 @@ def test_diverged_run_exits_1_and_is_recorded(tmp_path, capsys):
 
 
 def _fake_train(*, interrupt: bool = False, fail: bool = False):
-    """A stand-in for gradpath.backends.training.train that logs one row, then stops as asked."""
+    """A stand-in for gradpath.backends.training.train_seeds (one seed: `gradpath run` trains through
+    the campaign job's path) that logs one row, then stops as asked."""
     row = {"step": 10, "seconds": 0.1, "loss_residual": 2.0, "loss_boundary": 1.0,
            "weight_residual": 1.0, "weight_boundary": 1.0, "rel_l2": 0.5}
 
-    def train(problem, settings, backend, on_log=None, *, gradient_every=0, **checkpointing):
-        on_log(dict(row))
+    def train_seeds(problem, settings, backend, on_log=None, **options):
+        (settings,) = settings
+        on_log(0, dict(row))
         if interrupt:
             raise KeyboardInterrupt
         if fail:
             raise RuntimeError("a bug")
         summary = {"steps": settings.steps, "error": 0.5, "metric": "rel_l2", "diverged": False,
                    "diverged_at_step": None, "ms_per_step": 1.0, "compile_seconds": 0.1}
-        return TrainResult(history=[row], summary=summary, params={"W0": np.zeros((2, 8))})
+        return [TrainResult(history=[row], summary=summary, params={"W0": np.zeros((2, 8))})]
 
-    return train
+    return train_seeds
 
 
 def test_complete_run_is_refused_unless_force(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(training, "train", _fake_train())
+    monkeypatch.setattr(training, "train_seeds", _fake_train())
     args = ["run", "helmholtz", *TINY, "--out", str(tmp_path)]
     assert main(args) == 0
     capsys.readouterr()
@@ -173,7 +175,7 @@ def test_complete_run_is_refused_unless_force(monkeypatch, capsys, tmp_path):
 
 
 def test_a_run_another_process_holds_is_refused(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(training, "train", _fake_train())
+    monkeypatch.setattr(training, "train_seeds", _fake_train())
     args = ["run", "helmholtz", *TINY, "--out", str(tmp_path)]
     assert main(args) == 0
     (run,) = _runs(tmp_path)
@@ -187,19 +189,19 @@ def test_a_run_another_process_holds_is_refused(monkeypatch, capsys, tmp_path):
 
 
 def test_interrupt_keeps_the_record_and_exits_130(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(training, "train", _fake_train(interrupt=True))
+    monkeypatch.setattr(training, "train_seeds", _fake_train(interrupt=True))
     assert main(["run", "helmholtz", *TINY, "--out", str(tmp_path)]) == 130
     (run,) = _runs(tmp_path)
     assert f"gradpath: interrupted; what was logged is kept in {run}" in capsys.readouterr().err
     summary = json.loads((run / SUMMARY).read_text())
     assert summary["status"] == "interrupted" and summary["steps"] == 10 and summary["error"] == 0.5
     assert len(pd.read_csv(run / HISTORY)) == 1 and not (run / PARAMS).exists()
-    monkeypatch.setattr(training, "train", _fake_train())
+    monkeypatch.setattr(training, "train_seeds", _fake_train())
     assert main(["run", "helmholtz", *TINY, "--out", str(tmp_path)]) == 0  # an interrupted run may be redone
 
 
 def test_a_bug_keeps_its_traceback_and_marks_the_run_failed(monkeypatch, tmp_path):
-    monkeypatch.setattr(training, "train", _fake_train(fail=True))
+    monkeypatch.setattr(training, "train_seeds", _fake_train(fail=True))
     with pytest.raises(RuntimeError, match="a bug"):
         main(["run", "helmholtz", *TINY, "--out", str(tmp_path)])
     (run,) = _runs(tmp_path)

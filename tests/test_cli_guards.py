@@ -116,20 +116,21 @@ def test_a_campaign_job_too_large_for_memory_fails_before_it_trains(tmp_path):
 
 
 def _fake_train(exc: BaseException):
-    """A stand-in for gradpath.backends.training.train that logs one row, then raises ``exc``."""
+    """A stand-in for gradpath.backends.training.train_seeds (`gradpath run` trains through the
+    campaign job's path) that logs one row, then raises ``exc``."""
 
-    def train(problem, settings, backend, on_log=None, **options):
-        on_log({"step": 1, "seconds": 0.1, "loss_residual": 2.0, "loss_boundary": 1.0,
-                "weight_residual": 1.0, "weight_boundary": 1.0, "rel_l2": 0.5})
+    def train_seeds(problem, settings, backend, on_log=None, **options):
+        on_log(0, {"step": 1, "seconds": 0.1, "loss_residual": 2.0, "loss_boundary": 1.0,
+                   "weight_residual": 1.0, "weight_boundary": 1.0, "rel_l2": 0.5})
         raise exc
 
-    return train
+    return train_seeds
 
 
 @pytest.mark.parametrize("exc", [MemoryError("Unable to allocate 74.5 GiB"),
                                  RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")])
 def test_memory_that_runs_out_anyway_is_exit_3_and_a_failed_record(exc, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(training, "train", _fake_train(exc))
+    monkeypatch.setattr(training, "train_seeds", _fake_train(exc))
     assert main(["run", "helmholtz", *TINY, "--out", str(tmp_path)]) == EXIT_OUT_OF_MEMORY
     err = _error_line(capsys)
     assert "out of memory while training" in err and "recorded as failed" in err

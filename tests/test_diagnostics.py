@@ -184,7 +184,7 @@ def test_jax_and_torch_give_the_same_statistics_and_sigma_max():
 
 
 def test_a_preset_runs_end_to_end_and_writes_its_report(tmp_path):
-    from gradpath.suite.diagnostics.report import write_report
+    from gradpath.suite.diagnostics.report import write_diagnostics_report as write_report
     from gradpath.suite.diagnostics.experiments import Experiment, RunPlan, load_run, run_one
 
     experiment = Experiment("fig5", "a small fig5", (RunPlan("C=1", "poisson1d", {"C": 1.0}),
@@ -274,7 +274,7 @@ def test_seeds_are_run_directories_and_a_complete_seed_is_not_trained_again(tmp_
     from gradpath.suite.diagnostics import experiments as diagnostics
     from gradpath.suite.diagnostics.experiments import run_directory, run_experiment
 
-    monkeypatch.setitem(diagnostics.PRESETS, "fig5", _tiny())
+    monkeypatch.setitem(diagnostics.EXPERIMENTS, "fig5", _tiny())
     trained = []
     original = diagnostics.run_one
 
@@ -286,7 +286,9 @@ def test_seeds_are_run_directories_and_a_complete_seed_is_not_trained_again(tmp_
     backend = "jax" if importlib.util.find_spec("jax") else "torch"
     out = run_experiment("fig5", backend=backend, out=tmp_path, quiet=True)  # the preset's seeds: 0 and 1
     assert trained == [("C=1", 0), ("C=2", 0), ("C=1", 1), ("C=2", 1)]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["C-1", "C-1-seed-1", "C-2", "C-2-seed-1"]
+    # the runs, and the store's locks (two processes must never train one run)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [".locks", "C-1", "C-1-seed-1", "C-2",
+                                                                       "C-2-seed-1"]
     assert run_directory(tmp_path, _tiny().runs[0], 1) == tmp_path / "C-1-seed-1"
     assert json.loads((tmp_path / "C-2-seed-1" / "summary.json").read_text())["seed"] == 1
     # different seeds train different networks
@@ -324,6 +326,56 @@ def test_seeds_are_run_directories_and_a_complete_seed_is_not_trained_again(tmp_
     # a stored run of other length is never overwritten
     with pytest.raises(UsageError, match="holds a run of 20 steps, not 30; pass the same --steps or another --out"):
         run_experiment("fig5", backend=backend, out=tmp_path, steps=30, seeds=[0], quiet=True)
+
+
+def test_a_diagnostics_run_is_an_ordinary_run_record_that_resumes_and_is_not_trained_twice(tmp_path, monkeypatch):
+    """Diagnostics train through the campaign job's path: config, manifest and a summary with its status;
+    a killed run goes on from its checkpoint, and a finished one is read back, never trained again."""
+    from gradpath.backends import training
+    from gradpath.suite.diagnostics import experiments as diagnostics
+    from gradpath.suite.runs import job, recording
+    from gradpath.suite.runs.record import CHECKPOINT, CONFIG, MANIFEST, SUMMARY
+    from gradpath.suite.runs.store import Store
+
+    experiment = _tiny()
+    monkeypatch.setitem(diagnostics.EXPERIMENTS, "fig5", experiment)
+    backend = "jax" if importlib.util.find_spec("jax") else "torch"
+    plan = experiment.runs[0]
+    whole = diagnostics.run_one(experiment, plan, tmp_path / "whole", backend=backend, quiet=True)
+    # killed after its checkpoint at step 10, then run again: it goes on from there
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "CHECKPOINT_EVERY", 0.0)
+        real = recording.save_checkpoint
+
+        def save_then_stop(directory, checkpoint):
+            real(directory, checkpoint)
+            raise KeyboardInterrupt
+
+        patch.setattr(recording, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            diagnostics.run_one(experiment, plan, tmp_path, backend=backend, quiet=True)
+    run = tmp_path / "C-1"
+    assert json.loads((run / SUMMARY).read_text())["status"] == "interrupted" and (run / CHECKPOINT).is_file()
+    resumed = diagnostics.run_one(experiment, plan, tmp_path, backend=backend, quiet=True)
+    summary = json.loads((run / SUMMARY).read_text())
+    assert summary["status"] == "complete" and summary["resumed_at_steps"] == [10] and summary["seed"] == 0
+    assert json.loads((run / CONFIG).read_text())["diagnostics"]["preset"] == "fig5"
+    assert "earlier_processes" in json.loads((run / MANIFEST).read_text())
+    assert not (run / CHECKPOINT).exists()
+    spec = diagnostics.run_spec(experiment, plan, backend=backend)
+    assert Store(tmp_path).state(spec).done
+    assert [r["step"] for r in resumed["history"]] == [r["step"] for r in whole["history"]] == [0, 10, 20]
+    for a, b in zip(resumed["history"], whole["history"]):
+        assert a.keys() == b.keys()
+        for key in a.keys() - {"seconds"}:
+            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    assert resumed["gradients"].steps == whole["gradients"].steps == [0, 10, 20]
+    # a second invocation reads the run back and trains nothing
+    monkeypatch.setattr(training, "train_seeds", lambda *a, **k: pytest.fail("trained again"))
+    before = (run / SUMMARY).read_bytes()
+    assert diagnostics.is_complete(experiment, run)
+    again = diagnostics.run_one(experiment, plan, tmp_path, backend=backend, quiet=True)
+    assert (run / SUMMARY).read_bytes() == before and again["history"] == resumed["history"]
 
 
 def test_runs_recorded_before_seeds_were_data_are_read_as_seed_0(tmp_path):
@@ -380,7 +432,7 @@ def _result(label, history, *, seed=0, parameters=None, spectra=None, keys=("W0"
 
 
 def test_fig3_reports_the_growth_of_both_terms_gradients_from_the_data(tmp_path):
-    from gradpath.suite.diagnostics.report import write_report
+    from gradpath.suite.diagnostics.report import write_diagnostics_report as write_report
     from gradpath.suite.diagnostics.experiments import get_experiment
 
     experiment = get_experiment("fig3")
@@ -429,7 +481,7 @@ def test_loss_movement_tells_an_oscillating_loss_from_a_steadily_falling_one():
 
 
 def test_fig4_reports_fig4b_from_the_logged_losses(tmp_path):
-    from gradpath.suite.diagnostics.report import write_report
+    from gradpath.suite.diagnostics.report import write_diagnostics_report as write_report
     from gradpath.suite.diagnostics.experiments import get_experiment
 
     experiment = get_experiment("fig4")
@@ -459,7 +511,7 @@ def test_fig4_reports_fig4b_from_the_logged_losses(tmp_path):
 
 
 def test_sigma_max_is_set_against_the_paper_axis_and_summarised_over_seeds(tmp_path):
-    from gradpath.suite.diagnostics.report import PAPER_SIGMA_AXIS, write_report
+    from gradpath.suite.diagnostics.report import PAPER_SIGMA_AXIS, write_diagnostics_report as write_report
     from gradpath.suite.diagnostics.experiments import get_experiment
 
     experiment = get_experiment("fig11")

@@ -17,32 +17,31 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from gradpath.backends import get_backend, training
-from gradpath.backends.checkpoint import Checkpoint, CheckpointMismatch
+from gradpath.backends import get_backend
+from gradpath.backends.checkpoint import CheckpointMismatch
 from gradpath.backends.settings import COMPILE_CHOICES, TrainSettings
-from gradpath.backends.training import TrainResult
-from gradpath.problems import Problem, get_problem
+from gradpath.problems import get_problem
 from gradpath.problems.errors import UsageError
 from gradpath.suite.perf.bench import add_bench_command
 from gradpath.suite.cli.cache import add_cache_command
+from gradpath.suite.cli.analyse import add_analyse_command
 from gradpath.suite.campaigns.definition import expand, load_campaign
 from gradpath.suite.runs.spec import RunSpec
 from gradpath.suite.campaigns.schedule import CampaignResult, DEFAULT_LANES, run_campaign
-from gradpath.suite.runs.job import CHECKPOINT_EVERY
+from gradpath.suite.runs.job import CHECKPOINT_EVERY, TrainOptions, train_runs
 from gradpath.suite.campaigns.executors import EXECUTORS, make_executor
 from gradpath.suite.cli.listing import listing
-from gradpath.suite.runs.manifest import manifest
 from gradpath.suite.campaigns.presets import PRESETS
-from gradpath.suite.campaigns.progress import Progress
+from gradpath.suite.runs.progress import Progress
 from gradpath.suite.diagnostics.command import add_diagnose_command
 from gradpath.suite.cli.reference import add_reference_command
-from gradpath.suite.runs.record import CHECKPOINT, SUMMARY, RunRecord, load_checkpoint, run_name, writable_directory
-from gradpath.suite.runs.recording import Recording, terminate_as_interrupt
+from gradpath.suite.runs.record import (CHECKPOINT, DONE, SUMMARY, config_hash, load_checkpoint, read_status, run_name,
+                                        writable_directory)
+from gradpath.suite.runs.recording import terminate_as_interrupt
 from gradpath.suite.runs.resources import check_memory, is_out_of_memory
-from gradpath.suite.runs.store import DEFAULT_STORE, Store, gather, write_tables
+from gradpath.suite.runs.store import DEFAULT_STORE, Store, gather, write_run_tables
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OUT_OF_MEMORY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = {EXIT_OK: "success", EXIT_FAILED: "the run diverged, or a campaign run failed",
@@ -169,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_diagnose_command(commands)
     add_bench_command(commands, _positive_int)
     add_cache_command(commands)
+    add_analyse_command(commands)
     commands.metavar = "{" + ",".join(commands.choices) + "}"  # the usage line lists every command
     return parser
 
@@ -246,102 +246,80 @@ def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _train(problem: Problem, settings: TrainSettings, backend: str, record: RunRecord, *, quiet: bool,
-           gradient_every: int = 0, resume: Checkpoint | None = None, checkpoint_every: float = 0.0) -> TrainResult:
-    """Train (going on from ``resume`` if given) into ``record``: each history row (and the progress
-    bar), a checkpoint every ``checkpoint_every`` seconds (0: none), and how it ended (the summary).
-
-    Raises:
-        CheckpointMismatch: ``resume`` does not fit ``settings``; the record is left for a fresh start.
-        KeyboardInterrupt, or whatever training raised: after the record is finished as ``interrupted``
-            or ``failed``.
-    """
-    progress = Progress(settings.steps, problem.primary_metric, quiet=quiet)
-    recording = Recording([record], problem.primary_metric, None if resume is None else [resume],
-                          on_row=lambda _, row: progress.update(row))
-    try:
-        result = training.train(problem, settings, backend, lambda row: recording.on_log(0, row),
-                                gradient_every=gradient_every, resume=resume,
-                                on_checkpoint=None if checkpoint_every <= 0 else (lambda c: recording.on_checkpoint(0, c)),
-                                checkpoint_every=checkpoint_every)
-    except CheckpointMismatch as exc:
-        if resume is None:  # not the checkpoint's fault: a failure like any other
-            recording.stop(exc)
-        else:
-            recording.abandon()
-        raise
-    except BaseException as exc:
-        recording.stop(exc)
-        raise
-    finally:
-        progress.close()
-    recording.finish([result])
-    return result
-
-
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     params = dict(map(_key_value, args.param))
     if args.form is not None:
         params["form"] = args.form
     problem = get_problem(args.problem, **params)
     names = [*SETTING_OPTIONS, "compile"]
-    settings = TrainSettings(**{name: getattr(args, name) for name in names if hasattr(args, name)})
-    backend = get_backend(args.backend)
-    device = backend.resolve_device(settings.device)
+    given = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    settings = TrainSettings(**given)
+    device = get_backend(args.backend).resolve_device(settings.device)
     config = {"problem": args.problem, "parameters": problem.parameters(), "backend": args.backend,
               "settings": settings.resolved(problem)}
+    spec = RunSpec(problem=args.problem, parameters=problem.parameters(), backend=args.backend, settings=given,
+                   config=config, key=config_hash(config), name=run_name(config))
     # every check that can refuse the run comes before the store and the record exist, so that a
     # refused run leaves nothing behind: the memory it needs, and its reference solution (computed,
     # and for the cavity cached, here: a case that does not converge is refused, not a failed run)
     check_memory(problem, settings, args.backend, device)
     problem.reference(problem.test_grid())
-    about = manifest(backend, device, settings.seed, argv)
-    name = run_name(config)
+    store = Store(args.out, option="--out")
     # the store's lock, as campaign workers take it: two processes must never write one run directory
-    with Store(args.out, option="--out").lock(name, timeout=0) as held:
+    with store.lock(spec, timeout=0) as held:
         if not held:
-            raise UsageError(f"another process (a campaign job or another `gradpath run`) is training {name} "
+            raise UsageError(f"another process (a campaign job or another `gradpath run`) is training {spec.name} "
                              f"in {args.out}; wait for it to finish, or choose another --out")
-        return _run_locked(args, problem, settings, config, about)
+        return _run_locked(args, spec, store, argv, problem.primary_metric)
 
 
-def _run_locked(args: argparse.Namespace, problem: Problem, settings: TrainSettings, config: dict[str, Any],
-                about: dict[str, Any]) -> int:
-    """``gradpath run`` once it holds the run's lock: go on from a checkpoint or start, train, record."""
-    checkpoint = None if args.force else load_checkpoint(Path(args.out) / run_name(config))
-    record = RunRecord.create(args.out, config, about, force=args.force, resume=checkpoint)
+def _run_locked(args: argparse.Namespace, spec: RunSpec, store: Store, argv: Sequence[str], metric: str) -> int:
+    """``gradpath run`` once it holds the run's lock: refuse a done run, go on from a checkpoint or start,
+    and train it as a campaign job trains its runs (:func:`gradpath.suite.runs.job.train_runs`)."""
+    path = store.path(spec)
+    status = read_status(path)
+    if not args.force and status in DONE:
+        raise UsageError(f"run directory {path} already holds a {status} run; pass --force to overwrite")
+    checkpoint = None if args.force else load_checkpoint(path)
     if checkpoint is not None and not args.quiet:
-        print(f"gradpath: going on from the checkpoint at step {checkpoint.step} in {record.path} "
+        print(f"gradpath: going on from the checkpoint at step {checkpoint.step} in {path} "
               "(--force starts afresh)", file=sys.stderr)
-    train_args = dict(quiet=args.quiet, gradient_every=args.gradient_every, checkpoint_every=args.checkpoint_every)
+    settings = spec.train_settings()
+    progress = [Progress(settings.steps, metric, quiet=args.quiet)]
+
+    def restart(exc: CheckpointMismatch) -> None:
+        print(f"gradpath: {exc}; starting afresh", file=sys.stderr)
+        progress[0].close()  # the rows start again from the first
+        progress[0] = Progress(settings.steps, metric, quiet=args.quiet)
+
+    options = TrainOptions(gradient_every=args.gradient_every, checkpoint_every=args.checkpoint_every or None,
+                           on_row=lambda _, row: progress[0].update(row), on_restart=restart, reraise=True)
     try:
-        try:
-            result = _train(problem, settings, args.backend, record, resume=checkpoint, **train_args)
-        except CheckpointMismatch as exc:
-            print(f"gradpath: {exc}; starting afresh", file=sys.stderr)
-            record = RunRecord.create(args.out, config, about, force=True)
-            result = _train(problem, settings, args.backend, record, **train_args)
+        _, results = train_runs([spec], store, list(argv), None if checkpoint is None else [checkpoint], options)
     except KeyboardInterrupt:
-        kept = " and its last checkpoint" if (record.path / CHECKPOINT).exists() else ""
-        print(f"gradpath: interrupted; what was logged{kept} is kept in {record.path}", file=sys.stderr)
+        kept = " and its last checkpoint" if (path / CHECKPOINT).exists() else ""
+        print(f"gradpath: interrupted; what was logged{kept} is kept in {path}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
         # the estimate let it start, yet memory ran out: others took memory meanwhile, or the estimate is low
         print(f"gradpath: error: out of memory while training ({_first_line(exc)}); recorded as failed in "
-              f"{record.path / SUMMARY}; lower --batch-size, --width or --depth, or free memory", file=sys.stderr)
+              f"{path / SUMMARY}; lower --batch-size, --width or --depth, or free memory", file=sys.stderr)
         return EXIT_OUT_OF_MEMORY
+    finally:
+        progress[0].close()
 
+    (result,) = results
     summary = result.summary
     if summary["diverged"]:
         print(f"gradpath: error: run diverged at step {summary['diverged_at_step']}: "
-              f"{_non_finite_loss(result.history[-1])}; recorded in {record.path / SUMMARY}", file=sys.stderr)
+              f"{_non_finite_loss(result.history[-1])}; recorded in {path / SUMMARY}", file=sys.stderr)
         return EXIT_FAILED
     route = (result.compilation or {}).get("route")
     print(f"{args.problem} {settings.method} {args.backend} seed {settings.seed}: {summary['metric']} "
           f"{summary['error']:.3e} after {summary['steps']} steps, {summary['ms_per_step']:.3g} ms/step"
-          f"{f' ({route})' if route else ''}, compile {summary['compile_seconds']:.1f} s; record in {record.path}")
+          f"{f' ({route})' if route else ''}, compile {summary['compile_seconds']:.1f} s; record in {path}")
     return 0
 
 
@@ -360,7 +338,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Any, list[RunSp
     finally:
         executor.close()
     runs, history = gather(store)
-    write_tables(store.root, runs, history)
+    write_run_tables(store.root, runs, history)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items())) or "nothing to run"
     print(f"campaign {campaign.name}: {result.planned} runs, {result.already} already done; this time: {counts}; "
           f"store {store.root} (runs.parquet, runs.csv, history.parquet)")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gradpath.problems.errors import UsageError, unknown_choice
-from gradpath.suite.diagnostics.experiments import PRESETS, get_experiment, run_experiment
+from gradpath.suite.diagnostics.experiments import EXPERIMENTS, get_experiment, run_experiment
 from gradpath.suite.runs.record import load_gradients, writable_directory
 
 
@@ -18,9 +18,9 @@ def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
         "diagnose", help="gradient-pathology diagnostics: the paper's Figs. 3, 4, 5 and 11",
         description="Train the runs of a diagnostics preset and write gradient histograms, Hessian eigenvalues, "
                     "figures and a README with the paper's claims beside ours. Presets: "
-                    + "; ".join(f"{k}: {e.description}" for k, e in PRESETS.items()))
+                    + "; ".join(f"{k}: {e.description}" for k, e in EXPERIMENTS.items()))
     sub.set_defaults(command=cmd_diagnose)
-    sub.add_argument("preset", metavar="PRESET", help="one of: " + ", ".join(PRESETS) + "; or `histograms RUN_DIR...`: "
+    sub.add_argument("preset", metavar="PRESET", help="one of: " + ", ".join(EXPERIMENTS) + "; or `histograms RUN_DIR...`: "
                      "the per-layer gradient histograms a `gradpath run` recorded (gradients.npz), one row per run "
                      "(e.g. the paper's Figs. 2, 7, 12, 13), written to --out (default: gradient-histograms.png)")
     sub.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories (histograms only)")
@@ -31,7 +31,7 @@ def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
     seeds = sub.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, nargs="+", metavar="N",
                        help="seeds of weights and batches, one run directory each (default: the preset's: "
-                            + "; ".join(f"{k} {' '.join(map(str, e.seeds))}" for k, e in PRESETS.items())
+                            + "; ".join(f"{k} {' '.join(map(str, e.seeds))}" for k, e in EXPERIMENTS.items())
                             + "); a seed whose runs are complete in --out is read back, not trained again")
     seeds.add_argument("--seed", type=int, metavar="N", help="one seed: the same as --seeds N")
     sub.add_argument("--parameter-set", default="weights", metavar="NAME",
@@ -56,7 +56,8 @@ def cmd_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.out is not None:
         writable_directory(args.out)
     out = run_experiment(args.preset, backend=args.backend, out=args.out, steps=args.steps, seeds=seeds,
-                         parameter_set=args.parameter_set, quiet=args.quiet, report_only=args.report_only)
+                         parameter_set=args.parameter_set, quiet=args.quiet, report_only=args.report_only,
+                         argv=argv)
     numbers = json.loads((out / "numbers.json").read_text())
     over = f" (median over seeds {' '.join(map(str, numbers['seeds']))})" if len(numbers["seeds"]) > 1 else ""
     print(f"{args.preset}{over}: " + "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"

@@ -1,17 +1,22 @@
 """Gradient-pathology experiments of the paper as presets: ``gradpath diagnose fig3|fig4|fig5|fig11``
 (the command itself: :mod:`gradpath.suite.diagnostics.command`).
 
-Each preset trains one or more runs through the Trainer protocol (init, warmup, train, gradients,
-export) with the paper's settings, and at chosen steps records the per-layer gradient statistics
-and histograms of every loss term and the largest Hessian eigenvalue sigma_max of the total loss
-and of each term (gradpath.backends.diagnostics). It writes under ``--out`` (default ``results/diagnostics/<preset>``):
-one directory per run and seed (``history.csv``, ``gradients.npz``, ``spectra.npz`` where dense
-spectra were taken, ``params.npz``, ``summary.json``; see :func:`run_directory`), the figures
-(PNG), ``numbers.json`` and a README.md with the measured ratios beside the paper's claims.
+Each preset (:data:`EXPERIMENTS`, data only) trains one or more runs with the paper's settings
+through the one training loop (:func:`gradpath.backends.training.train_seeds`, by way of
+:func:`gradpath.suite.runs.job.train_runs`, as a campaign job does), with the gradient record and
+a :class:`HessianProbe` at chosen steps: the per-layer gradient statistics and histograms of every
+loss term and the largest Hessian eigenvalue sigma_max of the total loss and of each term
+(gradpath.backends.diagnostics). Each run is an ordinary run record (config.json, manifest.json,
+summary.json with its status, history.csv, gradients.npz, params.npz, and a checkpoint while it
+trains) under ``--out`` (default ``results/diagnostics/<preset>``), in the directory
+:func:`run_directory` names, plus ``spectra.npz`` where dense spectra were taken. Beside them go
+the figures (PNG), ``numbers.json`` and a README.md with the measured ratios beside the paper's claims.
 
 Seeds are data: a preset runs every seed of ``Experiment.seeds`` (or those asked for), and a seed
-whose run directory is complete (:func:`is_complete`) is read back instead of trained again, so an
-interrupted preset resumes and more seeds can be added later.
+whose run directory is complete (:func:`is_complete`) is read back instead of trained again; an
+interrupted run goes on from its checkpoint, so an interrupted preset resumes and more seeds can
+be added later. Runs recorded before the records had config and summary (results/diagnostics/)
+are read as they are.
 
 - ``fig3``: 1-D Poisson, C = 1, 2, 4, M1: per-layer histograms of grad L_r and grad L_ub (Fig. 3).
 - ``fig4``: Helmholtz (a2 = 4), M1, full batch: all eigenvalues of the Hessians of L_r and L_ub
@@ -23,11 +28,8 @@ interrupted preset resumes and more seeds can be added later.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,14 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from gradpath.backends import get_backend
 from gradpath.backends.data import draw_batches, seed_start
-from gradpath.backends.diagnostics import (PARAMETER_SETS, GradientRecord, dense_spectrum, gradient_histograms,
-                                  gradient_statistics, hessian_operator, largest_eigenvalue, parameter_keys, weighted)
+from gradpath.backends.diagnostics import PARAMETER_SETS, dense_spectrum, hessian_operator, largest_eigenvalue
 from gradpath.backends.settings import TrainSettings
+from gradpath.backends.training import ProbeContext, log_interval
 from gradpath.problems import get_problem
 from gradpath.problems.errors import UsageError, require_positive, unknown_choice
-from gradpath.suite.runs.record import GRADIENTS, PARAMS, load_gradients, replace_atomically, save_gradients, write_json
+from gradpath.suite.runs import job
+from gradpath.suite.runs.job import TrainOptions, train_runs
+from gradpath.suite.runs.record import (CONFIG, DONE, GRADIENTS, PARAMS, SUMMARY, config_hash, load_checkpoint,
+                                        load_gradients, read_status, replace_atomically, write_json)
+from gradpath.suite.runs.spec import RunSpec
+from gradpath.suite.runs.store import Store
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class Experiment:
 # sigma_max ratios vary from seed to seed: the presets that report them run five seeds
 SIGMA_SEEDS = (0, 1, 2, 3, 4)
 HELMHOLTZ = {"a1": 1.0, "a2": 4.0}
-PRESETS: dict[str, Experiment] = {
+EXPERIMENTS: dict[str, Experiment] = {
     "fig3": Experiment("fig3", "1-D Poisson, C = 1, 2, 4: per-layer gradient histograms of L_r and L_ub (Fig. 3)",
                        tuple(RunPlan(f"C={c}", "poisson1d", {"C": float(c)}) for c in (1, 2, 4))),
     "fig4": Experiment("fig4", "Helmholtz a2 = 4, full batch: Hessian spectra of L_r and L_ub, and the losses (Fig. 4)",
@@ -107,9 +113,9 @@ PRESETS: dict[str, Experiment] = {
 
 def get_experiment(name: str) -> Experiment:
     """The preset called ``name``."""
-    if name not in PRESETS:
-        raise unknown_choice("diagnostics preset", name, PRESETS)
-    return PRESETS[name]
+    if name not in EXPERIMENTS:
+        raise unknown_choice("diagnostics preset", name, EXPERIMENTS)
+    return EXPERIMENTS[name]
 
 
 def run_directory(out: Path, plan: RunPlan, seed: int) -> Path:
@@ -123,150 +129,155 @@ def run_directory(out: Path, plan: RunPlan, seed: int) -> Path:
 
 
 def is_complete(experiment: Experiment, run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a finished run.
+    """Whether ``run_dir`` holds a finished run, with its dense spectra where the preset takes them.
 
-    :func:`run_one` writes each file whole (atomically) once training has ended, ``history.csv``
-    after the others, so a run stopped on the way is not taken for a finished one.
+    A run record is finished once its summary says ``complete`` or ``diverged``; one recorded before
+    runs had a config (no config.json) once its files are all there (they were written whole at
+    the end, ``history.csv`` last).
     """
     files = ["history.csv", GRADIENTS, PARAMS] + (["spectra.npz"] if experiment.spectrum_terms else [])
-    return all((run_dir / f).is_file() for f in files)
+    return _trained(run_dir) and all((run_dir / f).is_file() for f in files)
 
 
-def _due(done: int, every: int, last: int) -> bool:
-    return every > 0 and (done % every == 0 or done == last)
+def _trained(run_dir: Path) -> bool:
+    """Whether training in ``run_dir`` has ended (the spectra may still be missing)."""
+    if (run_dir / CONFIG).is_file():
+        return read_status(run_dir) in DONE
+    return all((run_dir / f).is_file() for f in ("history.csv", GRADIENTS, PARAMS))
 
 
-def checkpoint(trainer: Any, state: Any, problem: Any, batch: list[np.ndarray], mu: np.ndarray, sigma: np.ndarray,
-               settings: TrainSettings, backend: str, *, parameter_set: str = "weights", gradients: bool = True,
-               hessian_terms: Sequence[str] = (),
-               hessian_dtype: str = "float64") -> tuple[dict[str, float], np.ndarray | None, np.ndarray]:
-    """Diagnostics of the current network on one step's ``batch``.
+@dataclass(frozen=True)
+class HessianProbe:
+    """sigma_max (Lanczos) of the Hessian of each loss in ``terms`` on the step's batch, a training probe
+    (:class:`gradpath.backends.training.Probe`) every ``every`` steps.
 
-    Returns:
-        History columns (gradient statistics of grad(lambda_i L_i) per layer and term, see
-        :func:`gradpath.backends.diagnostics.gradient_statistics`; ``sigma_max_<loss>`` per Hessian term;
-        ``lanczos_products`` in total), the ``(n_terms, n_keys, N_BINS)`` histograms (or None) and
-        the loss weights lambda in force.
+    Columns: ``sigma_max_<loss>`` per loss and ``lanczos_products`` (Hessian-vector products in total).
     """
-    exported = trainer.export(state)
-    lam = np.asarray(exported["loss_weights"], np.float64)
-    params = {k: np.asarray(v, np.float64) for k, v in exported.items() if k != "loss_weights"}
-    keys = parameter_keys(params, parameter_set)
+
+    every: int
+    terms: tuple[str, ...]
+    backend: str
+    parameter_set: str = "weights"
+    dtype: str = "float64"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*(f"sigma_max_{t}" for t in self.terms), "lanczos_products")
+
+    def __call__(self, context: ProbeContext) -> dict[str, float]:
+        exported = context.trainer.export(context.state)
+        if context.lane is not None:
+            exported = {k: v[context.lane] for k, v in exported.items()}
+        lam = np.asarray(exported["loss_weights"], np.float64)
+        params = {k: np.asarray(v, np.float64) for k, v in exported.items() if k != "loss_weights"}
+        return probe(self.backend, context.problem, params, context.mu, context.sigma, context.batch, lam,
+                     context.settings, terms=self.terms, parameter_set=self.parameter_set, dtype=self.dtype)
+
+
+def probe(backend: str, problem: Any, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray,
+          batch: list[np.ndarray], lam: np.ndarray, settings: TrainSettings, *, terms: Sequence[str],
+          parameter_set: str = "weights", dtype: str = "float64") -> dict[str, float]:
+    """sigma_max of each loss in ``terms`` of the network ``params`` on one step's ``batch`` (history columns
+    ``sigma_max_<loss>``, and ``lanczos_products`` in total)."""
     row: dict[str, float] = {}
-    counts = None
-    if gradients:
-        _, grads = trainer.gradients(state, batch)
-        grads = weighted(grads, lam)
-        row.update(gradient_statistics(grads, problem.term_names(), keys))
-        counts = gradient_histograms(grads, keys)
     products = 0
-    for term in hessian_terms:
+    for term in terms:
         op = hessian_operator(backend, problem, params, mu, sigma, batch, lam, term=term, parameter_set=parameter_set,
-                              net=settings.method_spec.net, gate=settings.gate, dtype=hessian_dtype)
+                              net=settings.method_spec.net, gate=settings.gate, dtype=dtype)
         eig = largest_eigenvalue(op.matmat, op.n)
         row[f"sigma_max_{term}"] = eig.value
         products += eig.products
-    if hessian_terms:
-        row["lanczos_products"] = products
-    return row, counts, lam
+    row["lanczos_products"] = products
+    return row
+
+
+def run_spec(experiment: Experiment, plan: RunPlan, *, backend: str = "jax", seed: int = 0,
+             parameter_set: str = "weights") -> RunSpec:
+    """The run record of ``plan`` with ``seed``: its settings, and a config that also names what is diagnosed.
+
+    Chunks end on every step a record is due: the log interval divides both diagnostic intervals.
+    """
+    problem = get_problem(plan.problem, **plan.parameters)
+    given = dict(method=plan.method, steps=experiment.steps, batch_size=experiment.batch_size, seed=seed,
+                 width=experiment.width, depth=experiment.depth,
+                 log_every=log_interval(100, experiment.gradient_every, experiment.hessian_every))
+    diagnosed = {"preset": experiment.name, "label": plan.label, "gradient_every": experiment.gradient_every,
+                 "hessian_every": experiment.hessian_every, "hessian_terms": list(experiment.hessian_terms),
+                 "spectrum_terms": list(experiment.spectrum_terms), "full_batch": experiment.full_batch,
+                 "hessian_dtype": experiment.hessian_dtype, "parameter_set": parameter_set}
+    config = {"problem": plan.problem, "parameters": problem.parameters(), "backend": backend,
+              "settings": TrainSettings(**given).resolved(problem), "diagnostics": diagnosed}
+    return RunSpec(problem=plan.problem, parameters=problem.parameters(), backend=backend, settings=given,
+                   config=config, key=config_hash(config), name=run_directory(Path("."), plan, seed).name)
 
 
 def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = "jax", seed: int = 0,
-            parameter_set: str = "weights", quiet: bool = False) -> dict[str, Any]:
-    """Train ``plan`` with the experiment's schedule and ``seed``, writing its :func:`run_directory` under ``out``.
+            parameter_set: str = "weights", quiet: bool = False, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """Train ``plan`` with the experiment's schedule and ``seed`` into its :func:`run_directory` under ``out``
+    (going on from its checkpoint, if an earlier process left one), then take its dense spectra.
 
     Returns:
-        The run's summary (also written as ``summary.json``, last, with ``seed``) with its
-        ``history`` rows, ``gradients`` record and dense ``spectra``.
+        The run as :func:`load_run` reads it back: its summary with ``history`` rows, ``gradients``
+        record and dense ``spectra``.
+
+    Raises:
+        UsageError: another process is training this run.
     """
+    spec = run_spec(experiment, plan, backend=backend, seed=seed, parameter_set=parameter_set)
+    store = Store(out, option="--out")
+    run_dir = store.path(spec)
+    settings = spec.train_settings()
+    with store.lock(spec, timeout=0) as held:
+        if not held:
+            raise UsageError(f"another process is training {run_dir}; wait for it to finish, or choose another --out")
+        if not _trained(run_dir):
+            store.clean(spec)
+            (run_dir / "spectra.npz").unlink(missing_ok=True)  # of an earlier network
+            checkpoint = load_checkpoint(run_dir)
+            metric = get_problem(plan.problem, **plan.parameters).primary_metric
+            every = max(settings.steps // 10, 1)
+
+            def report(_: int, row: dict[str, Any]) -> None:
+                if not quiet and row["step"] > 0 and row["step"] % every == 0:
+                    print(f"  {experiment.name} {plan.label} seed {seed}: step {row['step']}/{settings.steps}, "
+                          f"{metric} {row[metric]:.3e}", flush=True)
+
+            hessian = [HessianProbe(experiment.hessian_every, tuple(experiment.hessian_terms), backend, parameter_set,
+                                    experiment.hessian_dtype)] if experiment.hessian_every > 0 else []
+            # a checkpoint as often as a campaign job's (read now: a test may shorten it)
+            options = TrainOptions(gradient_every=experiment.gradient_every, checkpoint_every=job.CHECKPOINT_EVERY,
+                                   on_row=report, reraise=True,
+                                   probes=hessian, probe_at_start=True, full_batch=experiment.full_batch,
+                                   gradient_parameters=parameter_set)
+            train_runs([spec], store, list(argv), None if checkpoint is None else [checkpoint], options)
+            summary = json.loads((run_dir / SUMMARY).read_text())
+            write_json(run_dir / SUMMARY, {**summary, "label": plan.label, "problem": plan.problem,
+                                           "parameters": plan.parameters, "method": plan.method, "seed": seed,
+                                           "directory": run_dir.name})
+        if experiment.spectrum_terms and not (run_dir / "spectra.npz").is_file():
+            _take_spectra(experiment, plan, run_dir, settings, backend, parameter_set)
+    return load_run(experiment, plan, out, seed)
+
+
+def _take_spectra(experiment: Experiment, plan: RunPlan, run_dir: Path, settings: TrainSettings, backend: str,
+                  parameter_set: str) -> None:
+    """The dense spectra of the trained network's Hessians (``spectrum_terms``) on the seed's first batch
+    (the full batch's points), into ``spectra.npz``."""
     problem = get_problem(plan.problem, **plan.parameters)
-    # chunks end on every checkpoint: their length divides the log interval and both diagnostic intervals
-    chunk = math.gcd(100, experiment.gradient_every, experiment.hessian_every)
-    settings = TrainSettings(method=plan.method, steps=experiment.steps, batch_size=experiment.batch_size, seed=seed,
-                             width=experiment.width, depth=experiment.depth, log_every=chunk)
-    impl = get_backend(backend)
+    with np.load(run_dir / PARAMS) as saved:
+        params = {k: saved[k] for k in saved.files}
+    mu, sigma, lam = params.pop("norm_mu"), params.pop("norm_sigma"), params.pop("loss_weights")
+    params64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
     start = seed_start(problem, settings)
-    params, mu, sigma = start.params, start.mu, start.sigma
-    trainer = impl.trainer(problem, settings, impl.resolve_device(settings.device))
-    state = trainer.init(params, mu, sigma)
-    names = problem.term_names()
-    x_test = problem.test_grid()
-    ref = problem.reference(x_test)
-    fixed = draw_batches(problem, start.batches, 1, settings.batch_size, settings.dtype) if experiment.full_batch else None
-
-    def batches_for(steps: int) -> list[np.ndarray]:
-        if fixed is not None:  # full batch: the same points at every step
-            return [np.repeat(b, steps, axis=0) for b in fixed]
-        return draw_batches(problem, start.batches, steps, settings.batch_size, settings.dtype)
-
-    chunk = min(chunk, settings.steps)
-    compile_seconds = trainer.warmup(state, draw_batches(problem, np.random.default_rng(12345), chunk,
-                                                         settings.batch_size, settings.dtype))
-    run_dir = run_directory(out, plan, seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keys = parameter_keys(params, parameter_set)
-    record = GradientRecord(names, tuple(keys), tuple(int(params[k].size) for k in keys))
-    history: list[dict[str, Any]] = []
-    options = dict(parameter_set=parameter_set, hessian_dtype=experiment.hessian_dtype)
-
-    def diagnose(done: int, batch: list[np.ndarray], row: dict[str, Any]) -> None:
-        grads = _due(done, experiment.gradient_every, settings.steps)
-        hess = experiment.hessian_terms if _due(done, experiment.hessian_every, settings.steps) else ()
-        if grads or hess:
-            stats, counts, lam = checkpoint(trainer, state, problem, batch, mu, sigma, settings, backend,
-                                            gradients=grads, hessian_terms=hess, **options)
-            row.update(stats)
-            if counts is not None:
-                record.add(done, lam, counts)
-
-    t0, train_seconds, done = time.perf_counter(), 0.0, 0
-    first = batches_for(chunk)
-    row0: dict[str, Any] = {"step": 0, "seconds": 0.0}
-    diagnose(0, [b[0] for b in first], row0)
-    history.append(row0)
-    while done < settings.steps:
-        steps = min(chunk, settings.steps - done)
-        batches = [b[:steps] for b in first] if done == 0 else batches_for(steps)
-        t1 = time.perf_counter()
-        state, output = trainer.train(state, batches, done)
-        trainer.sync()
-        train_seconds += time.perf_counter() - t1
-        done += steps
-        row = {"step": done, "seconds": train_seconds,
-               **{f"loss_{n}": float(v) for n, v in zip(names, output.losses[-1])},
-               **{f"weight_{n}": float(v) for n, v in zip(names, output.weights[-1])}}
-        if not np.isfinite(output.losses).all():
-            history.append(row)
-            break
-        pred = trainer.predict(state, x_test, problem.solution_needs)
-        row.update(problem.metrics(problem.solution(np, x_test, {k: v.astype(np.float64) for k, v in pred.items()}), ref))
-        diagnose(done, [b[-1] for b in batches], row)
-        history.append(row)
-        if not quiet and done % max(settings.steps // 10, 1) == 0:
-            print(f"  {experiment.name} {plan.label} seed {seed}: step {done}/{settings.steps}, "
-                  f"{problem.primary_metric} {row[problem.primary_metric]:.3e}", flush=True)
-
-    exported = trainer.export(state)
-    replace_atomically(run_dir / PARAMS, lambda f: np.savez(f, **exported, norm_mu=mu, norm_sigma=sigma))
-    save_gradients(run_dir, record)
+    batch = [b[0] for b in draw_batches(problem, start.batches, 1, settings.batch_size, settings.dtype)]
     spectra = {}
-    if experiment.spectrum_terms:
-        batch = [b[0] for b in batches_for(1)]
-        params64 = {k: np.asarray(v, np.float64) for k, v in exported.items() if k != "loss_weights"}
-        for term in experiment.spectrum_terms:
-            op = hessian_operator(backend, problem, params64, mu, sigma, batch, exported["loss_weights"], term=term,
-                                  parameter_set=parameter_set, net=settings.method_spec.net, gate=settings.gate,
-                                  dtype=experiment.hessian_dtype)
-            spectra[term] = dense_spectrum(op.matmat, op.n)
-        replace_atomically(run_dir / "spectra.npz", lambda f: np.savez(f, step=done, **spectra))
-    _write_history(run_dir / "history.csv", history)  # last of the files is_complete looks for: the run is done
-    summary = {"label": plan.label, "problem": plan.problem, "parameters": plan.parameters, "method": plan.method,
-               "seed": seed, "directory": run_dir.name, "steps": done,
-               "error": history[-1].get(problem.primary_metric),
-               "metric": problem.primary_metric, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
-               "wall_seconds": time.perf_counter() - t0}
-    write_json(run_dir / "summary.json", summary)
-    return {**summary, "history": history, "gradients": record, "spectra": spectra}
+    for term in experiment.spectrum_terms:
+        op = hessian_operator(backend, problem, params64, mu, sigma, batch, lam, term=term,
+                              parameter_set=parameter_set, net=settings.method_spec.net, gate=settings.gate,
+                              dtype=experiment.hessian_dtype)
+        spectra[term] = dense_spectrum(op.matmat, op.n)
+    step = json.loads((run_dir / SUMMARY).read_text())["steps"]
+    replace_atomically(run_dir / "spectra.npz", lambda f: np.savez(f, step=step, **spectra))
 
 
 def load_run(experiment: Experiment, plan: RunPlan, out: Path, seed: int = 0) -> dict[str, Any]:
@@ -302,18 +313,6 @@ def load_run(experiment: Experiment, plan: RunPlan, out: Path, seed: int = 0) ->
     return {**summary, "history": history, "gradients": load_gradients(run_dir), "spectra": spectra}
 
 
-def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows with different columns (diagnostics only at checkpoints) in one CSV, blanks where absent; atomically."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    replace_atomically(path, lambda f: f.write(text.getvalue().encode()))
-
-
 def _check_steps(experiment: Experiment, result: dict[str, Any], run_dir: Path) -> None:
     """Refuse a stored run trained for another number of steps (one that stopped on a non-finite loss is kept)."""
     last = result["history"][-1]
@@ -325,7 +324,7 @@ def _check_steps(experiment: Experiment, result: dict[str, Any], run_dir: Path) 
 
 def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = None, steps: int | None = None,
                    seeds: Sequence[int] | None = None, parameter_set: str = "weights", quiet: bool = False,
-                   report_only: bool = False) -> Path:
+                   report_only: bool = False, argv: Sequence[str] = ()) -> Path:
     """Run a preset for each seed and write its runs, figures, ``numbers.json`` and README.md.
 
     A run whose directory is already complete is read back, not trained again (resuming an
@@ -334,11 +333,12 @@ def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = 
 
     Args:
         seeds: the seeds to run (default: the preset's ``seeds``).
+        argv: the command line, for the runs' manifests.
 
     Returns:
         The output directory.
     """
-    from gradpath.suite.diagnostics.report import write_report  # plotting only when a report is written
+    from gradpath.suite.diagnostics.report import write_diagnostics_report  # plotting only when a report is written
 
     experiment = get_experiment(name)
     if parameter_set not in PARAMETER_SETS:
@@ -371,11 +371,11 @@ def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = 
                     print(f"{experiment.name}: training {plan.label} seed {seed} ({plan.problem} {plan.method}, "
                           f"{experiment.steps} steps, {backend})", flush=True)
                 result = run_one(experiment, plan, out, backend=backend, seed=seed, parameter_set=parameter_set,
-                                 quiet=quiet)
+                                 quiet=quiet, argv=argv)
             results.append(result)
     if not results:
         raise UsageError(f"{out} holds no complete run of {name} for seeds {', '.join(map(str, seeds))}; "
                          f"run `gradpath diagnose {name}` first")
-    write_report(experiment, results, out, backend=backend, seeds=[s for s in seeds if s not in missing],
+    write_diagnostics_report(experiment, results, out, backend=backend, seeds=[s for s in seeds if s not in missing],
                  missing_seeds=missing, parameter_set=parameter_set)
     return out

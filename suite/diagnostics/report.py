@@ -348,7 +348,7 @@ def _runs_table(results: Sequence[dict[str, Any]]) -> list[str]:
                     f"{r['error']:.3e} | {r['steps']} | {r['train_seconds']:.0f} |" for r in results]
 
 
-def write_report(experiment: Any, results: Sequence[dict[str, Any]], out: Path, *, backend: str,
+def write_diagnostics_report(experiment: Any, results: Sequence[dict[str, Any]], out: Path, *, backend: str,
                  seeds: Sequence[int] | None = None, missing_seeds: Sequence[int] = (),
                  parameter_set: str) -> list[Path]:
     """Write the figures, ``numbers.json`` and ``README.md`` of a finished preset into ``out``.

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +73,34 @@ def run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) ->
         return _run_group(specs, store_root, argv)
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How runs are trained into their records, beyond their RunSpec (none of it changes a run's key).
+
+    Attributes:
+        gradient_every: steps between gradient records (0: none); see
+            :func:`gradpath.backends.training.train_seeds`.
+        checkpoint_every: wall-clock seconds between checkpoints (0: after every chunk); None: no checkpoints.
+        on_row: also called with ``(seed index, history row)`` as each row is logged (a progress bar).
+        on_restart: called with the error when a checkpoint does not fit and the runs start afresh.
+        reraise: after the records say how training ended (``interrupted``, ``failed``), raise the
+            exception on instead of returning it as an outcome (``gradpath run``: exit codes and a
+            bug's traceback).
+        probes, probe_at_start, full_batch, gradient_parameters: as in
+            :func:`gradpath.backends.training.train_seeds` (the diagnostics presets).
+    """
+
+    gradient_every: int = GRADIENT_EVERY
+    checkpoint_every: float | None = CHECKPOINT_EVERY
+    on_row: Callable[[int, dict[str, Any]], None] | None = None
+    on_restart: Callable[[CheckpointMismatch], None] | None = None
+    reraise: bool = False
+    probes: Sequence[training.Probe] = ()
+    probe_at_start: bool = False
+    full_batch: bool = False
+    gradient_parameters: str = "weights"
+
+
 def _run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     store = Store(store_root, create=False)
@@ -107,7 +135,25 @@ def _run_group(specs: Sequence[RunSpec], store_root: str, argv: Sequence[str]) -
 
 def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
            resume: list[Checkpoint] | None = None) -> list[dict[str, Any]]:
-    recording = Recording([], resume=resume)
+    """A campaign job's group of runs trained with the campaign's options; their outcomes."""
+    # the interval is read now, not at import: a test may shorten it
+    return train_runs(specs, store, argv, resume, TrainOptions(checkpoint_every=CHECKPOINT_EVERY), t0=t0)[0]
+
+
+def train_runs(specs: list[RunSpec], store: Store, argv: list[str], resume: list[Checkpoint] | None = None,
+               options: TrainOptions = TrainOptions(), *,
+               t0: float | None = None) -> tuple[list[dict[str, Any]], list[training.TrainResult] | None]:
+    """Train runs that differ only in their seed into their records in ``store`` (the caller holds their locks).
+
+    Each gets a new record (going on from its checkpoint in ``resume`` if given; one that does not
+    fit is dropped and the runs start afresh); a run that fails or is interrupted is recorded so.
+    Campaign jobs (:func:`run_group`) and ``gradpath run`` both train through here.
+
+    Returns:
+        One outcome per spec (see :func:`outcome`), and the TrainResults (None when training did not end).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    recording = Recording([], resume=resume, on_row=options.on_row)
     try:
         spec = specs[0]
         problem = get_problem(spec.problem, **spec.parameters)
@@ -120,25 +166,41 @@ def _train(specs: list[RunSpec], store: Store, argv: list[str], t0: float,
                      other_options=("--lanes",) if lanes > 1 else ())
         for i, (s, one) in enumerate(zip(settings, specs)):
             recording.records.append(RunRecord.create(store.root, one.config, manifest(backend, device, s.seed, argv),
-                                                      force=True, resume=None if resume is None else resume[i]))
-        results = training.train_seeds(problem, settings, spec.backend, recording.on_log, gradient_every=GRADIENT_EVERY,
-                                       resume=resume, on_checkpoint=recording.on_checkpoint,
-                                       checkpoint_every=CHECKPOINT_EVERY)
-    except CheckpointMismatch:
-        if resume is None:
-            raise
+                                                      force=True, resume=None if resume is None else resume[i],
+                                                      name=one.name))
+        every = options.checkpoint_every
+        results = training.train_seeds(problem, settings, spec.backend, recording.on_log,
+                                       gradient_every=options.gradient_every, resume=resume,
+                                       on_checkpoint=None if every is None else recording.on_checkpoint,
+                                       checkpoint_every=every or 0.0, probes=options.probes,
+                                       probe_at_start=options.probe_at_start, full_batch=options.full_batch,
+                                       gradient_parameters=options.gradient_parameters)
+    except CheckpointMismatch as exc:
+        if resume is None:  # not a checkpoint's fault: a failure like any other
+            return _stopped(specs, store, argv, t0, recording, exc, options)
         recording.abandon()  # this gradpath cannot go on from these checkpoints: train afresh instead
-        return _train(specs, store, argv, t0)
+        if options.on_restart is not None:
+            options.on_restart(exc)
+        return train_runs(specs, store, argv, None, options, t0=t0)
     except (Exception, KeyboardInterrupt) as exc:
-        created = len(recording.records)
-        status, message = recording.stop(exc)  # first the records that exist: they may hold training
-        for one in specs[created:]:  # failed before training: still leave a record that says why
-            recording.records.append(RunRecord.create(store.root, one.config, {"command": ["gradpath", *argv]},
-                                                      force=True, keep_checkpoint=True))
-        recording.stop(exc, first=created)
-        return [outcome(one, status, t0, message, recording.partial(i)) for i, one in enumerate(specs)]
+        return _stopped(specs, store, argv, t0, recording, exc, options)
     statuses = recording.finish(results)
-    return [outcome(one, status, t0, "", result.summary) for one, status, result in zip(specs, statuses, results)]
+    return [outcome(one, status, t0, "", result.summary) for one, status, result in zip(specs, statuses, results)], \
+        results
+
+
+def _stopped(specs: list[RunSpec], store: Store, argv: list[str], t0: float, recording: Recording,
+             exc: BaseException, options: TrainOptions) -> tuple[list[dict[str, Any]], None]:
+    """Finish the records after ``exc`` stopped training (or kept it from starting); raise it on if asked."""
+    created = len(recording.records)
+    status, message = recording.stop(exc)  # first the records that exist: they may hold training
+    for one in specs[created:]:  # failed before training: still leave a record that says why
+        recording.records.append(RunRecord.create(store.root, one.config, {"command": ["gradpath", *argv]},
+                                                  force=True, keep_checkpoint=True, name=one.name))
+    recording.stop(exc, first=created)
+    if options.reraise:
+        raise exc
+    return [outcome(one, status, t0, message, recording.partial(i)) for i, one in enumerate(specs)], None
 
 
 def watch_parent(parent: int, interval: float = 0.5) -> None:

@@ -207,7 +207,7 @@ class RunRecord:
     @classmethod
     def create(cls, out: str | os.PathLike, config: Mapping[str, Any], manifest: Mapping[str, Any],
                *, force: bool = False, resume: Checkpoint | None = None,
-               keep_checkpoint: bool = False) -> RunRecord:
+               keep_checkpoint: bool = False, name: str | None = None) -> RunRecord:
         """Start the record of ``config`` under ``out``: config, manifest and a ``running`` summary.
 
         With ``resume`` (the run's checkpoint), the history is rewritten up to the checkpoint, the
@@ -219,10 +219,12 @@ class RunRecord:
         cost the run its checkpoint, nor the earlier manifest that names the processes that trained
         it so far (the next process to go on from the checkpoint lists them, :func:`_resumed_manifest`).
 
+        ``name``: the directory's name, if not :func:`run_name` (a diagnostics preset names its runs by label).
+
         Raises:
             UsageError: the directory already holds a done run (complete or diverged) and ``force`` is False.
         """
-        path = Path(out) / run_name(config)
+        path = Path(out) / (name or run_name(config))
         status = read_status(path)
         if not force and status in DONE:
             raise UsageError(f"run directory {path} already holds a {status} run; pass --force to overwrite")
