@@ -43,7 +43,7 @@ from gradpath.problems import get_problem, problem_class, problem_names, problem
 from gradpath.problems.core import Problem, parse_derivative
 
 REFERENCE_BACKEND = "jax"
-METHOD_NAMES = ("M1", "M2", "M3", "M4")
+METHOD_NAMES = tuple(METHODS)
 
 # -- golden values of the annealing rules (also used by tests/test_weighting.py) ------------------
 # Gradients of a [2, 2, 1] net: residual term first, then one boundary term; current lambdas LAM.
@@ -275,7 +275,7 @@ def check_contract(backend: str, problem: Problem | None = None) -> None:
     """The backend and a trainer it builds have every member gradpath.backends.protocol requires.
 
     ``supports_lanes`` is a bool, ``methods`` (if declared) names known methods, ``hessian_matmat``
-    (if present) is callable, and the trainer has ``snapshot``/``restore`` (checkpoints need them)
+    (if present) is callable, ``device_name`` and ``versions`` answer for the CPU, and the trainer has ``snapshot``/``restore`` (checkpoints need them)
     and ``train(state, batches)``.
     """
     from gradpath.backends import get_backend
@@ -289,6 +289,11 @@ def check_contract(backend: str, problem: Problem | None = None) -> None:
         f"{backend}: Backend.methods {declared!r} must be a non-empty tuple of {', '.join(METHODS)}"
     hook = getattr(b, "hessian_matmat", None)
     assert hook is None or callable(hook), f"{backend}: Backend.hessian_matmat must be callable"
+    # every run's manifest calls these two, so a backend without them would fail at its first run
+    lacking = [m for m in ("resolve_device", "device_name", "versions", "trainer") if not callable(getattr(b, m, None))]
+    assert not lacking, f"{backend}: Backend lacks {', '.join(lacking)} (required by gradpath.backends.protocol.Backend)"
+    assert isinstance(b.device_name(b.resolve_device("cpu")), str), f"{backend}: Backend.device_name must return a str"
+    assert isinstance(b.versions(), dict), f"{backend}: Backend.versions must return a dict of package versions"
     problem = problem or small_problem(conformance_problem())
     method = next(m for m in METHOD_PREFERENCE if m in declared)
     trainer = b.trainer(problem, small_settings(method), b.resolve_device("cpu"))

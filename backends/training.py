@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from gradpath.backends import get_backend
+from gradpath.backends import get_backend, require_method
 from gradpath.backends.checkpoint import Checkpoint, CheckpointMismatch, check_fits, one_seed, stack
 from gradpath.backends.data import draw_batches, initial_arrays, seed_start
 from gradpath.backends.diagnostics import GradientRecord, gradient_histograms, gradient_statistics, parameter_keys, weighted
@@ -56,7 +56,11 @@ def _evaluate_lanes(problem: Problem, trainer: Trainer, state: Any, x: np.ndarra
 
 def supports_lanes(backend: str) -> bool:
     """Whether ``backend`` can train several seeds in one vectorised program (``lanes`` in its trainer)."""
-    return bool(getattr(get_backend(backend), "supports_lanes", False))
+    declared = getattr(get_backend(backend), "supports_lanes", None)
+    if declared not in (True, False):  # required by the contract (conformance.check_contract)
+        raise UsageError(f"backend {backend!r} does not declare supports_lanes (True or False), which the backend "
+                         f"contract requires (gradpath.backends.protocol.Backend)")
+    return declared
 
 
 def check_same_but_seed(settings: Sequence[TrainSettings]) -> None:
@@ -156,6 +160,7 @@ def train_seeds(problem: Problem, settings: Sequence[TrainSettings], backend: st
     """
     settings = list(settings)
     check_same_but_seed(settings)
+    require_method(backend, settings[0].method)  # a backend may offer only some of M1-M4 (Backend.methods)
     if resume is not None and len(resume) != len(settings):
         raise CheckpointMismatch(f"{len(resume)} checkpoints for {len(settings)} seeds; give one per seed")
     options = dict(gradient_every=gradient_every, checkpoint_every=checkpoint_every, probes=probes,

@@ -24,6 +24,7 @@ from gradpath.backends.diagnostics import hessian_operator
 from gradpath.backends.losses import derivatives, term_losses
 from gradpath.backends.settings import TrainSettings
 from gradpath.backends.step import Step
+from gradpath.backends.training import train
 from gradpath.problems import get_problem
 from gradpath.problems.errors import UsageError
 
@@ -158,6 +159,9 @@ def test_a_backend_is_checked_on_the_methods_it_declares_only(plugins, monkeypat
     assert ("check_deterministic", "helmholtz", "M2") in calls and ("check_resumes", "helmholtz", "M2") in calls
     with pytest.raises(UsageError, match="backend 'm12' does not offer method 'M3'; choose one of: M1, M2"):
         require_method("m12", "M3")
+    # training refuses it too, before it builds anything
+    with pytest.raises(UsageError, match="backend 'm12' does not offer method 'M3'"):
+        train(get_problem("poisson1d"), TrainSettings(method="M3", steps=2, width=4, depth=1), "m12")
 
 
 def _hessian_inputs():

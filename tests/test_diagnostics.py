@@ -185,14 +185,14 @@ def test_jax_and_torch_give_the_same_statistics_and_sigma_max():
 
 def test_a_preset_runs_end_to_end_and_writes_its_report(tmp_path):
     from gradpath.suite.diagnostics.report import write_diagnostics_report as write_report
-    from gradpath.suite.diagnostics.experiments import Experiment, RunPlan, load_run, run_one
+    from gradpath.suite.diagnostics.experiments import Experiment, RunPlan, load_run, train_plan
 
     experiment = Experiment("fig5", "a small fig5", (RunPlan("C=1", "poisson1d", {"C": 1.0}),
                                                      RunPlan("C=2", "poisson1d", {"C": 2.0})),
                             steps=30, batch_size=16, gradient_every=20, hessian_every=20, width=6, depth=2,
                             hessian_terms=("total",), spectrum_terms=("residual",))
     backend = "jax" if importlib.util.find_spec("jax") else "torch"
-    results = [run_one(experiment, plan, tmp_path, backend=backend, quiet=True) for plan in experiment.runs]
+    results = [train_plan(experiment, plan, tmp_path, backend=backend, quiet=True) for plan in experiment.runs]
     history = results[0]["history"]
     assert [row["step"] for row in history if "sigma_max_total" in row] == [0, 20, 30]
     assert [row["step"] for row in history if "grad_max_residual_W0" in row] == [0, 20, 30]
@@ -341,7 +341,7 @@ def test_a_diagnostics_run_is_an_ordinary_run_record_that_resumes_and_is_not_tra
     monkeypatch.setitem(diagnostics.EXPERIMENTS, "fig5", experiment)
     backend = "jax" if importlib.util.find_spec("jax") else "torch"
     plan = experiment.runs[0]
-    whole = diagnostics.run_one(experiment, plan, tmp_path / "whole", backend=backend, quiet=True)
+    whole = diagnostics.train_plan(experiment, plan, tmp_path / "whole", backend=backend, quiet=True)
     # killed after its checkpoint at step 10, then run again: it goes on from there
     with monkeypatch.context() as patch:
         patch.setattr(job, "CHECKPOINT_EVERY", 0.0)
@@ -353,10 +353,10 @@ def test_a_diagnostics_run_is_an_ordinary_run_record_that_resumes_and_is_not_tra
 
         patch.setattr(recording, "save_checkpoint", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
-            diagnostics.run_one(experiment, plan, tmp_path, backend=backend, quiet=True)
+            diagnostics.train_plan(experiment, plan, tmp_path, backend=backend, quiet=True)
     run = tmp_path / "C-1"
     assert json.loads((run / SUMMARY).read_text())["status"] == "interrupted" and (run / CHECKPOINT).is_file()
-    resumed = diagnostics.run_one(experiment, plan, tmp_path, backend=backend, quiet=True)
+    resumed = diagnostics.train_plan(experiment, plan, tmp_path, backend=backend, quiet=True)
     summary = json.loads((run / SUMMARY).read_text())
     assert summary["status"] == "complete" and summary["resumed_at_steps"] == [10] and summary["seed"] == 0
     assert json.loads((run / CONFIG).read_text())["diagnostics"]["preset"] == "fig5"
@@ -374,7 +374,7 @@ def test_a_diagnostics_run_is_an_ordinary_run_record_that_resumes_and_is_not_tra
     monkeypatch.setattr(training, "train_seeds", lambda *a, **k: pytest.fail("trained again"))
     before = (run / SUMMARY).read_bytes()
     assert diagnostics.is_complete(experiment, run)
-    again = diagnostics.run_one(experiment, plan, tmp_path, backend=backend, quiet=True)
+    again = diagnostics.train_plan(experiment, plan, tmp_path, backend=backend, quiet=True)
     assert (run / SUMMARY).read_bytes() == before and again["history"] == resumed["history"]
 
 

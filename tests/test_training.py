@@ -122,3 +122,40 @@ def test_adam_tf1_form_matches_a_hand_computed_step():
     q, _, _ = adam_update({"w": np.array(1.0)}, {"w": np.array(g)}, {"w": np.array(0.0)}, {"w": np.array(0.0)},
                           0, lr, eps=eps)
     assert q["w"] == pytest.approx(1.0 - lr * 1.0 / (1.0 + eps / g), rel=1e-14)  # standard: m_hat/(sqrt(v_hat)+eps)
+
+
+class _StepProbe:
+    """A probe that records the step it sees and the sum of its batch's first region."""
+
+    every = 4
+    columns = ("probe_step", "probe_batch_sum")
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, context):
+        self.seen.append((context.step, context.lane))
+        return {"probe_step": float(context.step), "probe_batch_sum": float(np.sum(context.batch[0]))}
+
+
+def test_probes_run_at_their_steps_and_a_full_batch_stays_fixed():
+    """train_seeds calls each probe at the chunk ends on its interval (and at step 0 when asked),
+    its values join those rows (NaN elsewhere), and with ``full_batch`` every step sees one batch."""
+    from gradpath.backends.training import log_interval, train_seeds
+
+    problem = get_problem("poisson1d")
+    settings = [TrainSettings(method="M2", width=4, depth=1, steps=12, log_every=log_interval(6, 4), batch_size=8,
+                              dtype="float64", device="cpu", seed=s) for s in (0, 1)]
+    probe = _StepProbe()
+    results = train_seeds(problem, settings, "jax", probes=[probe], probe_at_start=True, full_batch=True)
+    for result in results:
+        rows = {row["step"]: row for row in result.history}
+        assert sorted(rows) == [0, 2, 4, 6, 8, 10, 12]
+        probed = [s for s, row in rows.items() if not np.isnan(row["probe_step"])]
+        assert probed == [0, 4, 8, 12] and all(rows[s]["probe_step"] == s for s in probed)
+        # a full batch: the probe sees the same points at every step it runs
+        sums = {rows[s]["probe_batch_sum"] for s in probed}
+        assert len(sums) == 1
+    assert sorted({lane for _, lane in probe.seen}) == [0, 1]  # one call per seed trained together
+    # the two seeds' fixed batches differ (each seed draws its own)
+    assert results[0].history[0]["probe_batch_sum"] != results[1].history[0]["probe_batch_sum"]

@@ -37,7 +37,7 @@ from gradpath.backends.torch import packages
 from gradpath.problems.core import Problem
 
 # Ratios measured on the 2-core CPU of the development machine (torch 2.13, Helmholtz M4, quiet;
-# benchmarks/compile_breakdown.py, results/perf/compile-breakdown), in units of the eager step's
+# python -m gradpath.suite.perf.compile_breakdown, results/perf/compile-breakdown), in units of the eager step's
 # milliseconds (10.2 ms there): seconds of warm-up for the traced route (make_fx and TorchScript)
 # and for the compiled one from empty caches (tracing, export, inductor: 38.6 s) and from warm ones
 # (loading its packages: 0.02 s), per eager ms/step; and how many times faster than eager a traced

@@ -239,7 +239,7 @@ def escape_section(runs: pd.DataFrame, history: pd.DataFrame) -> str:
     cells = measured_cells(cells).sort_values(order, kind="stable")
     judged, short = cells[cells["judged"]], cells[~cells["judged"]]
     lines = ["## Boundary-violating and trivial phases\n\n",
-             "Two states keep a run far from the solution (`suite/escape.py` derives and checks the criteria "
+             "Two states keep a run far from the solution (`suite/analysis/escape.py` derives and checks the criteria "
              "on the committed histories). **Boundary-violating**: the network gets the boundary wrong and is "
              f"further from the solution than u = 0 is: error at least {VIOLATING_ERROR:g} "
              f"with a boundary loss of at least {VIOLATING_BOUNDARY_LOSS:g} (the paper's Fig. 1 shows M1's error "

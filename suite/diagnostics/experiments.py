@@ -66,8 +66,8 @@ class Experiment:
     """A preset: its runs, how long they train and what is recorded when.
 
     Attributes:
-        gradient_every: steps between gradient checkpoints (also at step 0 and the last step).
-        hessian_every: steps between sigma_max checkpoints (0: none).
+        gradient_every: steps between gradient records (also at step 0 and the last step).
+        hessian_every: steps between sigma_max probes (0: none).
         hessian_terms: the losses whose sigma_max is tracked (``total`` and/or term names).
         spectrum_terms: losses whose full spectrum is taken densely at the last step.
         full_batch: train on one fixed set of ``batch_size`` points per region (Fig. 4) instead of
@@ -170,11 +170,11 @@ class HessianProbe:
             exported = {k: v[context.lane] for k, v in exported.items()}
         lam = np.asarray(exported["loss_weights"], np.float64)
         params = {k: np.asarray(v, np.float64) for k, v in exported.items() if k != "loss_weights"}
-        return probe(self.backend, context.problem, params, context.mu, context.sigma, context.batch, lam,
+        return sigma_max_row(self.backend, context.problem, params, context.mu, context.sigma, context.batch, lam,
                      context.settings, terms=self.terms, parameter_set=self.parameter_set, dtype=self.dtype)
 
 
-def probe(backend: str, problem: Any, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray,
+def sigma_max_row(backend: str, problem: Any, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray,
           batch: list[np.ndarray], lam: np.ndarray, settings: TrainSettings, *, terms: Sequence[str],
           parameter_set: str = "weights", dtype: str = "float64") -> dict[str, float]:
     """sigma_max of each loss in ``terms`` of the network ``params`` on one step's ``batch`` (history columns
@@ -211,7 +211,7 @@ def run_spec(experiment: Experiment, plan: RunPlan, *, backend: str = "jax", see
                    config=config, key=config_hash(config), name=run_directory(Path("."), plan, seed).name)
 
 
-def run_one(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = "jax", seed: int = 0,
+def train_plan(experiment: Experiment, plan: RunPlan, out: Path, *, backend: str = "jax", seed: int = 0,
             parameter_set: str = "weights", quiet: bool = False, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Train ``plan`` with the experiment's schedule and ``seed`` into its :func:`run_directory` under ``out``
     (going on from its checkpoint, if an earlier process left one), then take its dense spectra.
@@ -281,7 +281,7 @@ def _take_spectra(experiment: Experiment, plan: RunPlan, run_dir: Path, settings
 
 
 def load_run(experiment: Experiment, plan: RunPlan, out: Path, seed: int = 0) -> dict[str, Any]:
-    """A finished run of ``plan`` and ``seed`` as :func:`run_one` returned it, read back from its directory."""
+    """A finished run of ``plan`` and ``seed`` as :func:`train_plan` returned it, read back from its directory."""
     import pandas as pd
 
     run_dir = run_directory(out, plan, seed)
@@ -370,12 +370,12 @@ def run_experiment(name: str, *, backend: str = "jax", out: str | Path | None = 
                 if not quiet:
                     print(f"{experiment.name}: training {plan.label} seed {seed} ({plan.problem} {plan.method}, "
                           f"{experiment.steps} steps, {backend})", flush=True)
-                result = run_one(experiment, plan, out, backend=backend, seed=seed, parameter_set=parameter_set,
-                                 quiet=quiet, argv=argv)
+                result = train_plan(experiment, plan, out, backend=backend, seed=seed, parameter_set=parameter_set,
+                                    quiet=quiet, argv=argv)
             results.append(result)
     if not results:
         raise UsageError(f"{out} holds no complete run of {name} for seeds {', '.join(map(str, seeds))}; "
                          f"run `gradpath diagnose {name}` first")
     write_diagnostics_report(experiment, results, out, backend=backend, seeds=[s for s in seeds if s not in missing],
-                 missing_seeds=missing, parameter_set=parameter_set)
+                             missing_seeds=missing, parameter_set=parameter_set)
     return out

@@ -8,7 +8,7 @@
 - :func:`spectrum_figure`: all Hessian eigenvalues of each loss in ascending order (Fig. 4a).
 - :func:`losses_figure`: the loss terms over training with their running medians (Fig. 4b).
 
-The look follows suite/plots.py: whitegrid with dotted grid lines, the colorblind palette, the
+The look follows suite/report/style.py: whitegrid with dotted grid lines, the colorblind palette, the
 same font sizes, constrained layout, 150 dpi.
 """
 

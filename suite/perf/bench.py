@@ -77,7 +77,7 @@ def run_in_subprocess(module: str, payload: dict[str, Any], env: dict[str, str] 
         out = Path(tmp) / "out.json"
         cmd = [sys.executable, "-m", module, json.dumps(payload), str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-                              cwd=Path(__file__).resolve().parents[2])
+                              cwd=tempfile.gettempdir())
         if proc.returncode != 0 or not out.exists():
             tail = " ".join(proc.stderr.strip().splitlines()[-3:])[-400:]
             raise RuntimeError(f"{module} {payload} failed (exit {proc.returncode}): {tail}")

@@ -47,6 +47,7 @@ from gradpath.problems import get_problem, problem_class
 from gradpath.problems.core import Problem
 from gradpath.problems.errors import UsageError
 from gradpath.suite.runs.record import CONFIG, DONE, PARAMS, write_json
+from gradpath.suite.analysis.paper_comparison import BOOKKEEPING
 from gradpath.suite.analysis.tables import METHOD_ORDER, SETTING_COLUMNS, cell_stats
 from gradpath.suite.report.style import DPI, STYLE
 
@@ -110,7 +111,6 @@ def _slug(text: str) -> str:
 
 # settings that do not change the maths a run does (how it is compiled, where it runs, how often it
 # logs): figures name them only where nothing else tells two configurations apart
-BOOKKEEPING = ("compile", "device", "log_every")
 
 
 def _configuration_columns(runs: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:

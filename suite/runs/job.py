@@ -20,19 +20,16 @@ import os
 import sys
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from tqdm import tqdm
+from dataclasses import dataclass
+from typing import Any
 
 from gradpath.backends import get_backend, training
 from gradpath.backends.checkpoint import Checkpoint, CheckpointMismatch
 from gradpath.problems import get_problem
 from gradpath.suite.runs.spec import RunSpec
 from gradpath.suite.runs.manifest import manifest
-from gradpath.suite.runs.record import DONE, SUMMARY, RunRecord, load_checkpoint, write_json
+from gradpath.suite.runs.record import RunRecord, load_checkpoint
 from gradpath.suite.runs.recording import Recording, terminate_as_interrupt
 from gradpath.suite.runs.resources import check_memory
 from gradpath.suite.runs.store import Store

@@ -31,11 +31,10 @@ import pandas as pd
 from gradpath.problems.errors import UsageError
 from gradpath.suite.runs.spec import RunSpec
 from gradpath.suite.runs.record import CONFIG, DONE, HISTORY, MANIFEST, SUMMARY, replace_atomically, write_json
-from gradpath.suite.runs.store import MANIFEST_FIELDS, RENAMED, Store
+from gradpath.suite.runs.store import IDENTITY, MANIFEST_FIELDS, RENAMED, Store
 
 RUNS, HISTORIES = "runs.parquet", "history.parquet"
 RESTORED_FROM = "restored_from"  # summary field: the table a record was rebuilt from
-IDENTITY = ("name", "key", "problem", "backend", "status", "reason")
 # summary fields that are counts: JSON keeps them integers, as the training loop wrote them
 INTEGER_FIELDS = ("steps", "diverged_at_step", "vectorised_seeds")
 # summary fields the training loop always writes, null where they do not apply (gradpath.backends.training);
