@@ -14,12 +14,10 @@ import pandas as pd
 from gradpath.suite.analysis.method_comparison import comparison_lines, method_comparisons, p_text
 from gradpath.suite.runs.record import DONE
 from gradpath.suite.analysis.statistics import MIN_SEEDS_PAPER_TEST, unpaired_comparison
-from gradpath.suite.analysis.tables import config_columns
+from gradpath.suite.analysis.tables import BOOKKEEPING, config_columns
 
 # a plain-language summary beside the consistency test: within this factor of the paper's value
 FACTOR = 2.0
-# settings that never change what a run computes, only how it is run: never part of a cell's label
-BOOKKEEPING = ("compile", "device", "log_every")
 
 
 def configuration_label(cell: pd.Series) -> str:

@@ -61,6 +61,8 @@ TABLES = (
     TableSpec("cavity", "cavity", "Lid-driven cavity, Re = 100 (Figs. 17-18): spectral-norm error of |u|",
               ("param_form",)),
 )
+# settings that never change what a run computes, only how it is run: never part of a cell's label
+BOOKKEEPING = ("compile", "device", "log_every")
 
 
 def paper_results() -> pd.DataFrame:

@@ -47,8 +47,7 @@ from gradpath.problems import get_problem, problem_class
 from gradpath.problems.core import Problem
 from gradpath.problems.errors import UsageError
 from gradpath.suite.runs.record import CONFIG, DONE, PARAMS, write_json
-from gradpath.suite.analysis.paper_comparison import BOOKKEEPING
-from gradpath.suite.analysis.tables import METHOD_ORDER, SETTING_COLUMNS, cell_stats
+from gradpath.suite.analysis.tables import BOOKKEEPING, METHOD_ORDER, SETTING_COLUMNS, cell_stats
 from gradpath.suite.report.style import DPI, STYLE
 
 METRIC_LABELS = {"rel_l2": "relative L2 error", "rel_spectral": "relative spectral-norm error"}
