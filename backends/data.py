@@ -3,6 +3,7 @@ input normalisation and the training points."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,3 +88,44 @@ def draw_batches(problem: Problem, rng: np.random.Generator, steps: int, batch_s
             offset += batch_size * dim
         out.append(np.stack(regions, axis=1).astype(dtype))
     return out
+
+
+# The Bernoulli lookback of ReLoBRaLo (gradpath.backends.weighting): a counter-based stream, so that
+# the draw of step t is a function of (key, t) alone. A resumed run needs no generator state for
+# it, every backend is fed the same draws as a batch input, and the batch stream is not touched
+# (runs of the other rules keep their batches). The mixing is SplitMix64 (Steele, Lea & Flood,
+# "Fast splittable pseudorandom number generators", OOPSLA 2014): state_t = key + (t + 1) * gamma,
+# output = its finaliser.
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX = (np.uint64(30), np.uint64(0xBF58476D1CE4E5B9), np.uint64(27), np.uint64(0x94D049BB133111EB), np.uint64(31))
+
+
+def lookback_key(params: dict[str, np.ndarray]) -> np.ndarray:
+    """The lookback stream's key, int32 ``(2,)``, from a seed's initial parameters.
+
+    A trainer is given the seed's initial arrays (:func:`initial_arrays`), not the seed: the initial
+    weights are the seed's own (its ``init`` stream), so hashing them gives each seed its own key,
+    the same in every backend and whether the seed trains alone or beside others.
+    """
+    digest = hashlib.sha256()
+    for k in sorted(params):
+        digest.update(k.encode())
+        digest.update(np.ascontiguousarray(np.asarray(params[k], np.float64)).tobytes())
+    entropy = int.from_bytes(digest.digest()[:16], "little")
+    return np.random.SeedSequence(entropy).generate_state(2, np.uint32).view(np.int32)
+
+
+def lookback_draws(key: np.ndarray, first: int, steps: int, expectation: float) -> np.ndarray:
+    """Bernoulli(``expectation``) draws, float64 0/1, of steps ``first .. first + steps - 1``.
+
+    ``key`` is int32 ``(..., 2)`` (:func:`lookback_key`, or one per seed); the result is ``(..., steps)``.
+    """
+    state = np.ascontiguousarray(np.asarray(key, np.int32)).view(np.uint32).view(np.uint64)  # (..., 1)
+    t = np.arange(first, first + steps, dtype=np.uint64) + np.uint64(1)
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2**64, as SplitMix64 wants
+        z = state + t * _GAMMA
+        z = (z ^ (z >> _MIX[0])) * _MIX[1]
+        z = (z ^ (z >> _MIX[2])) * _MIX[3]
+        z = z ^ (z >> _MIX[4])
+    uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53  # 53 random bits in [0, 1)
+    return (uniform < expectation).astype(np.float64)

@@ -51,10 +51,23 @@ def term_loss(xp: Any, problem: Problem, index: int, params: dict, points: Any, 
     term = problem.terms()[index]
     regions, batch, dim = points.shape
     x = xp.reshape(points, (regions * batch, dim))
-    d = input_derivatives(xp, problem, params, x, mu, sigma, term.needs, net=net, gate=gate)
-    misfit = term.misfit(xp, x, d)
-    components = misfit if isinstance(misfit, tuple) else (misfit,)
+    components = term_misfits(xp, problem, index, params, x, mu, sigma, net=net, gate=gate,
+                              input_derivatives=input_derivatives)
     loss = 0.0
     for c in components:
         loss = loss + xp.sum(xp.mean(xp.reshape(c * c, (regions, batch)), axis=1))
     return term.scale * loss if term.scale != 1.0 else loss
+
+
+def term_misfits(xp: Any, problem: Problem, index: int, params: dict, x: Any, mu: Any, sigma: Any,
+                 *, net: str, gate: str, input_derivatives: Derivatives = derivatives) -> tuple[Any, ...]:
+    """The pointwise misfit of term ``index`` at ``x`` ``(n, d)``: one ``(n,)`` array per misfit component
+    (the PDE residual for a residual term, u - g for a boundary or initial term), unscaled.
+
+    :func:`term_loss` squares and averages these; the NTK trace weights differentiate them point by
+    point (gradpath.backends.step.Step.ntk_traces).
+    """
+    term = problem.terms()[index]
+    d = input_derivatives(xp, problem, params, x, mu, sigma, term.needs, net=net, gate=gate)
+    misfit = term.misfit(xp, x, d)
+    return misfit if isinstance(misfit, tuple) else (misfit,)

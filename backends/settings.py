@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -57,6 +59,39 @@ def compile_choice(value: bool | str) -> str:
     return value
 
 
+# a run's constant (M1, M3) or initial (M2, M4) loss weights, as sorted (term, weight) pairs
+LossWeights = tuple[tuple[str, float], ...]
+
+
+def canonical_loss_weights(value: Mapping[str, float] | Any) -> LossWeights:
+    """``value`` (a mapping term -> weight, or (term, weight) pairs) as sorted (term, float) pairs.
+
+    Raises:
+        UsageError: not a mapping or pairs, a term named twice, a weight that is not a positive finite number.
+
+    Example:
+        >>> canonical_loss_weights({"boundary": 10, "residual": 1})
+        (('boundary', 10.0), ('residual', 1.0))
+    """
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        pairs = [tuple(p) for p in value]
+    else:
+        raise UsageError(f"--loss-weight must be term=weight pairs (a mapping), got {value!r}")
+    out: dict[str, float] = {}
+    for term, weight in pairs:
+        if not isinstance(term, str) or not term:
+            raise UsageError(f"--loss-weight term names must be non-empty text, got {term!r}")
+        if term in out:
+            raise UsageError(f"--loss-weight names term {term!r} twice; give each term once")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or weight <= 0:
+            raise UsageError(f"--loss-weight {term} must be a positive finite number, got {weight!r}")
+        out[term] = float(weight)
+    return tuple(sorted(out.items()))
+
+
 def unused_options(method: str) -> tuple[str, ...]:
     """The settings fields that ``method`` does not use (TrainSettings refuses them at other than their defaults)."""
     spec = get_method(method)
@@ -85,6 +120,9 @@ class TrainSettings:
         steps: Adam steps.  batch_size: points per region per step.
         lr, lr_decay_rate, lr_decay_steps: the schedule lr * rate^(n / steps).
         adam_eps, adam_form: epsilon and where it enters (``standard`` or ``tf1``).
+        loss_weights: term name -> weight (a mapping, or (term, weight) pairs; kept as sorted pairs):
+            the weights held constant for M1/M3 and the initial lambdas of M2/M4; a term not named
+            keeps weight 1 (the paper's). Only weights other than 1 enter the run key.
         dtype, device: float32/float64; auto/cpu/cuda.  seed: fixes weights, normalisation and batches.
         log_every: steps between history rows (and the chunk a compiled call runs).
         compile: ``auto``, ``on`` or ``off`` (True/False: on/off). torch compiles the step with
@@ -116,9 +154,11 @@ class TrainSettings:
     seed: int = 0
     log_every: int = 100
     compile: bool | str = "auto"
+    loss_weights: Union[Mapping[str, float], LossWeights] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compile", compile_choice(self.compile))
+        object.__setattr__(self, "loss_weights", canonical_loss_weights(self.loss_weights))
         get_method(self.method)
         check_gate(self.gate)
         if self.weighting is not None:
@@ -150,6 +190,10 @@ class TrainSettings:
             if not low <= value <= high:
                 raise UsageError(f"{flag(name)} must lie within {self.dtype}'s range [{low:.3g}, {high:.3g}], "
                                  f"got {value!r}")
+        for term, value in self.loss_weights:
+            if not low <= value <= high:
+                raise UsageError(f"--loss-weight {term} must lie within {self.dtype}'s range "
+                                 f"[{low:.3g}, {high:.3g}], got {value!r}")
         # an option the method does not use would still enter the run's key: a second, identical run
         unused = unused_options(self.method)
         if "gate" in unused and self.gate != "code":
@@ -171,11 +215,32 @@ class TrainSettings:
         """Network sizes: the problem's, with width/depth replaced where given."""
         return layer_sizes(problem.layers, self.width, self.depth)
 
+    def loss_weights_for(self, problem: Problem) -> dict[str, float]:
+        """Every term's weight (``loss_weights``, else 1), in the order of ``problem.term_names()``.
+
+        Raises:
+            UsageError: ``loss_weights`` names a term the problem does not have.
+        """
+        names = problem.term_names()
+        given = dict(self.loss_weights)
+        for term in given:
+            if term not in names:
+                raise UsageError(f"unknown loss term {term!r} for {problem.name}; choose one of: {', '.join(names)}")
+        return {name: given.get(name, 1.0) for name in names}
+
+    def initial_weights(self, problem: Problem) -> np.ndarray:
+        """The ``(n_terms,)`` loss weights of step 0, in term order (ones unless ``loss_weights`` says otherwise)."""
+        return np.asarray(list(self.loss_weights_for(problem).values()), np.float64)
+
     def resolved(self, problem: Problem) -> dict[str, Any]:
         """All settings with the problem-dependent defaults filled in, for the run record.
 
+        ``loss_weights`` appears, as a JSON object {term: weight}, only when some weight is not 1:
+        a run at the paper's weights keeps the key it had before the setting existed.
+
         Raises:
-            UsageError: a weighting other than the problem's default for a method that does not anneal.
+            UsageError: a weighting other than the problem's default for a method that does not anneal;
+                a loss weight for a term the problem does not have.
         """
         if not self.method_spec.anneal and self.weighting not in (None, problem.default_weighting):
             raise UsageError(f"--weighting applies to the methods that anneal (M2, M4); {self.method} keeps its "
@@ -183,6 +248,10 @@ class TrainSettings:
         out = dataclasses.asdict(self)
         # whether the run may compile, as before ``auto`` existed: the keys of stored runs stay what they were
         out["compile"] = self.compile != "off"
+        out.pop("loss_weights")
+        weights = {k: v for k, v in self.loss_weights_for(problem).items() if v != 1.0}
+        if weights:
+            out["loss_weights"] = dict(sorted(weights.items()))
         layers = self.layers_for(problem)
         out.update(width=layers[1], depth=len(layers) - 2, layers=list(layers),
                    weighting=self.weighting_for(problem).name)

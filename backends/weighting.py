@@ -14,6 +14,23 @@ Note:
     Every variant runs with the code's timing: lambda_hat from the gradients *after* the step,
     on the same batch, used from the next step on; Algorithm 1 as printed computes it before
     the step and uses it in that step.
+
+Two later rules sit beside them, each reading something else than the per-term gradients
+(``Weighting.needs``):
+
+- ``relobralo`` (Bischof & Kraus, arXiv 2110.09813, 2021, Sec. 3, Eqs. 9-11): the term losses
+  only. lambda_hat_i(t; t') = m softmax_i(L_i(t) / (T L_i(t'))), and
+  lambda(t) = a' (rho lambda(t-1) + (1 - rho) lambda_hat(t; 0)) + (1 - a') lambda_hat(t; t-1)
+  with rho a Bernoulli draw of mean E[rho]. The published defaults: a' = 0.999, E[rho] = 0.999,
+  T = 0.1. Here ``alpha`` is the weight of the *new* estimate, as for every rule, so alpha =
+  1 - a' = 0.001 (``--anneal-alpha`` overrides it in that sense). Every term is weighted,
+  the residual too, at every step (``every=1``: ``anneal_every`` does not apply). With the
+  harness's timing the losses of step t (before its update) give the lambdas used from step t+1.
+- ``ntk`` (Wang, Yu & Perdikaris, J. Comput. Phys. 449, 110768, 2022, Algorithm 1, Eq. 6.5):
+  lambda_i = (sum_j tr K_jj) / tr K_ii, every term, from the traces of the NTK blocks
+  tr K_ii = sum over the term's points of |d r_i(x_k) / d theta|^2 (gradpath.backends.step.Step.ntk_traces),
+  updated every ``anneal_every`` steps (the paper's N) and, as in Algorithm 1, without a moving
+  average (alpha = 1).
 """
 
 from __future__ import annotations
@@ -77,23 +94,52 @@ def _grad_norm(xp, grads, lam, keys):
     return [mean / n for n in norms]
 
 
+RELOBRALO_TEMPERATURE = 0.1  # Bischof & Kraus 2021, Sec. 4 (published default T)
+RELOBRALO_LOOKBACK = 0.999  # E[rho], ibid.
+RELOBRALO_ALPHA = 1 - 0.999  # their alpha = 0.999 is the weight of the history; ours weighs the new estimate
+
+
+def _softmax_ratio(xp, losses, reference):
+    """m softmax_i(L_i(t) / (T L_i(t'))) (Bischof & Kraus 2021, Eq. 9); the max is subtracted
+    before exp only to keep exp finite, which leaves the softmax unchanged."""
+    z = losses / (RELOBRALO_TEMPERATURE * reference)
+    e = xp.exp(z - xp.max(z))
+    return losses.shape[0] * e / xp.sum(e)
+
+
+def _trace_ratio(xp, traces):
+    """sum_j tr K_jj / tr K_ii for every term (Wang, Yu & Perdikaris 2022, Eq. 6.5)."""
+    return xp.sum(traces) / traces
+
+
 @dataclass(frozen=True)
 class Weighting:
     """An annealing rule: lambda <- (1 - alpha) * lambda + alpha * lambda_hat.
 
     Attributes:
         name: registry name (``code``, ``paper``, ...).
-        estimate: ``estimate(xp, grads, lambdas, keys) -> list of n_terms scalars`` (lambda_hat).
+        estimate: lambda_hat, by what the rule ``needs``: ``"gradients"``:
+            ``estimate(xp, grads, lambdas, keys) -> list of n_terms scalars``; ``"losses"``:
+            ``estimate(xp, losses, reference_losses) -> (n_terms,)``; ``"ntk"``:
+            ``estimate(xp, traces) -> (n_terms,)``.
         alpha: EMA weight of the new estimate.
-        params: ``"weights"`` (MLP weight matrices only, as the authors) or ``"all"``.
+        params: ``"weights"`` (MLP weight matrices only, as the authors) or ``"all"`` (gradient rules).
         description: one line for ``gradpath list``.
+        needs: what the rule reads: ``"gradients"`` (each term's parameter gradients, :meth:`update`),
+            ``"losses"`` (the term losses now, one update ago and at step 0, plus a Bernoulli
+            lookback draw, :meth:`balance`) or ``"ntk"`` (the traces of the NTK blocks, :meth:`from_traces`).
+        every: steps between updates fixed by the rule itself (None: the run's ``anneal_every``).
+        lookback: E[rho] of the Bernoulli lookback draw (``"losses"`` rules).
     """
 
     name: str
-    estimate: Callable[..., list]
+    estimate: Callable[..., Any]
     alpha: float
     params: str
     description: str
+    needs: str = "gradients"
+    every: int | None = None
+    lookback: float | None = None
 
     def update(self, xp: Any, grads: Grads, lambdas: Any, alpha: float | None = None) -> Any:
         """New loss weights ``(n_terms,)`` from the per-term gradients at the current parameters."""
@@ -101,6 +147,25 @@ class Weighting:
         a = self.alpha if alpha is None else alpha
         lam_hat = xp.stack(self.estimate(xp, grads, lambdas, keys))
         return (1 - a) * lambdas + a * lam_hat
+
+    def balance(self, xp: Any, losses: Any, previous: Any, initial: Any, lambdas: Any, rho: Any,
+                alpha: float | None = None) -> Any:
+        """New loss weights ``(n_terms,)`` of a ``"losses"`` rule (ReLoBRaLo, Bischof & Kraus 2021, Eq. 11).
+
+        Args:
+            losses, previous, initial: the unweighted term losses L(t), L(t-1) and L(0).
+            lambdas: the weights lambda(t-1).
+            rho: the lookback draw (0 or 1): 1 keeps lambda(t-1), 0 looks back to L(0).
+            alpha: weight of the new estimate lambda_hat(t; t-1) (None: the rule's).
+        """
+        a = self.alpha if alpha is None else alpha
+        history = rho * lambdas + (1 - rho) * self.estimate(xp, losses, initial)
+        return (1 - a) * history + a * self.estimate(xp, losses, previous)
+
+    def from_traces(self, xp: Any, traces: Any, lambdas: Any, alpha: float | None = None) -> Any:
+        """New loss weights ``(n_terms,)`` of an ``"ntk"`` rule from the NTK block traces ``(n_terms,)``."""
+        a = self.alpha if alpha is None else alpha
+        return (1 - a) * lambdas + a * self.estimate(xp, traces)
 
 
 WEIGHTINGS: dict[str, Weighting] = {w.name: w for w in (
@@ -117,6 +182,14 @@ WEIGHTINGS: dict[str, Weighting] = {w.name: w for w in (
               "mean|grad L_r| / mean|grad L_i| over all parameters (PINN-LA-2, ReLoBRaLo's LRA), EMA 0.1"),
     Weighting("grad-norm", _grad_norm, 0.1, "all",
               "L2 grad-norm balancing of every term, residual included: mean_j |grad L_j| / |grad L_i|, EMA 0.1"),
+    Weighting("relobralo", _softmax_ratio, RELOBRALO_ALPHA, "all",
+              "ReLoBRaLo (Bischof & Kraus 2021): losses only, m softmax(L(t) / (T L(t'))), T 0.1, "
+              "EMA 0.999 on the history, Bernoulli lookback to L(0) (E[rho] 0.999), every term, every step",
+              needs="losses", every=1, lookback=RELOBRALO_LOOKBACK),
+    Weighting("ntk", _trace_ratio, 1.0, "all",
+              "NTK trace weights (Wang, Yu & Perdikaris 2022): sum_j tr K_jj / tr K_ii from per-point "
+              "Jacobians, every term, every anneal_every steps, no EMA",
+              needs="ntk"),
 )}
 
 

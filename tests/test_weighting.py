@@ -45,6 +45,6 @@ def test_code_fixed_point_is_the_square_root_of_the_paper_ratio():
 def test_alpha_override_and_unknown_variant():
     new = get_weighting("code").update(np, [RES, BND], LAM, alpha=1.0)
     assert new[1] == pytest.approx(4 / 1.5)
-    with pytest.raises(UsageError, match="choose one of: code, code-cavity, code-global, grad-norm, mean, paper"):
+    with pytest.raises(UsageError, match="choose one of: code, code-cavity, code-global, grad-norm, mean, ntk, paper, relobralo"):
         get_weighting("papr")
-    assert set(WEIGHTINGS) == {"code", "paper", "code-global", "code-cavity", "mean", "grad-norm"}
+    assert set(WEIGHTINGS) == {"code", "paper", "code-global", "code-cavity", "mean", "grad-norm", "relobralo", "ntk"}

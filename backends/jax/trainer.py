@@ -69,8 +69,10 @@ class JaxBackend:
         return JaxTrainer(problem, settings, device, lanes)
 
 
-# which state entries carry the seed axis in a multi-seed trainer (None: shared by all seeds)
-_LANE_AXES = {"params": 0, "m": 0, "v": 0, "weights": 0, "norm": 0, "count": None}
+def _lane_axes(state: dict) -> dict:
+    """Which state entries carry the seed axis in a multi-seed trainer: all but the shared step count
+    (a rule's own entries, such as ``balance``, included)."""
+    return {k: None if k == "count" else 0 for k in state}
 
 
 def _cond(predicate, update, weights):
@@ -90,7 +92,7 @@ class JaxTrainer(StateArrays):
         self.dtype = jnp.dtype(settings.dtype)
         self.device = _gpu_devices()[0] if device == "cuda" else jax.devices("cpu")[0]
         self.chunk = min(settings.log_every, settings.steps)
-        self.rule = Step(problem, settings, jnp, self.dtype, jax.value_and_grad)
+        self.rule = Step(problem, settings, jnp, self.dtype, jax.value_and_grad, vmap=jax.vmap)
         self.n_terms = len(problem.terms())
         self.lanes = lanes
         self._compiled = None
@@ -119,7 +121,8 @@ class JaxTrainer(StateArrays):
     def _chunk_loop(self, state, batches, n_steps):
         step = self._step
         if self.lanes is not None:
-            step = jax.vmap(self._step, in_axes=(_LANE_AXES, 0), out_axes=(_LANE_AXES, 0))
+            axes = _lane_axes(state)
+            step = jax.vmap(self._step, in_axes=(axes, 0), out_axes=(axes, 0))
         record = jnp.zeros((self.chunk, *state["weights"].shape), self.dtype)
         at = (lambda b, i: b[i]) if self.lanes is None else (lambda b, i: b[:, i])  # batches: (lanes, steps, ...)
 
@@ -143,6 +146,17 @@ class JaxTrainer(StateArrays):
         return jax.vmap(self._term_gradients)(params, batch, norm)
 
     # -- protocol --------------------------------------------------------------------------------
+    def init(self, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray) -> dict[str, Any]:
+        """The state of step 0 (gradpath.backends.step.StateArrays.init), with the rule's own entries."""
+        return self.with_rule_state(super().init(params, mu, sigma), params)
+
+    def _inputs(self, state, batches):
+        """The chunk's batches with the rule's per-step draws appended (Step.lookback_inputs), if it has any."""
+        if not self.rule.balances:
+            return batches
+        # the count is read once a chunk, as torch's trainer does: train already waits for each chunk
+        return self.rule.lookback_inputs(batches, np.asarray(state["balance"]["key"]), int(state["count"]), self.lanes)
+
     def _array(self, a: np.ndarray) -> jax.Array:
         return jax.device_put(jnp.asarray(a, dtype=self.dtype), self.device)
 
@@ -161,7 +175,7 @@ class JaxTrainer(StateArrays):
 
     def warmup(self, state, batches):
         t0 = time.perf_counter()
-        padded, n = self._padded(batches)
+        padded, n = self._padded(self._inputs(state, batches))
         self._compiled = self._chunk_jit.lower(state, padded, n).compile()
         x = self.problem.test_grid()
         self.predict(state, x, self.problem.solution_needs)
@@ -181,7 +195,7 @@ class JaxTrainer(StateArrays):
     def train(self, state, batches):
         if self._compiled is None:
             self.warmup(state, batches)
-        padded, n = self._padded(batches)
+        padded, n = self._padded(self._inputs(state, batches))
         state, losses, weights = self._compiled(state, padded, n)
         self._last = state
         losses, weights = np.asarray(losses), np.asarray(weights)

@@ -159,7 +159,8 @@ class TorchTrainer(StateArrays):
         self.dtype = getattr(torch, settings.dtype)
         self.device = torch.device(device)
         self.threads = self.threads_on_cpu if self.device.type == "cpu" else None
-        self.rule = Step(problem, settings, xp, self.dtype, _value_and_grad)
+        self.rule = Step(problem, settings, xp, self.dtype, _value_and_grad,
+                         vmap=lambda f, in_axes: torch.func.vmap(f, in_dims=in_axes))
         self.n_terms = len(problem.terms())
         self.lanes = lanes
         self._compiled: dict[Hashable, Any] = {}  # a compiled graph (or _EAGER) per function and input shapes
@@ -257,6 +258,16 @@ class TorchTrainer(StateArrays):
         return fn(*args)
 
     # -- protocol --------------------------------------------------------------------------------
+    def init(self, params: dict[str, np.ndarray], mu: np.ndarray, sigma: np.ndarray) -> dict[str, Any]:
+        """The state of step 0 (gradpath.backends.step.StateArrays.init), with the rule's own entries."""
+        return self.with_rule_state(super().init(params, mu, sigma), params)
+
+    def _inputs(self, state, batches):
+        """The chunk's batches with the rule's per-step draws appended (Step.lookback_inputs), if it has any."""
+        if not self.rule.balances:
+            return batches
+        return self.rule.lookback_inputs(batches, self._numpy(state["balance"]["key"]), int(state["count"]), self.lanes)
+
     def _array(self, a: np.ndarray) -> torch.Tensor:
         # torch.tensor copies: no tensor shares memory with the caller's numpy arrays
         return torch.tensor(np.asarray(a), dtype=self.dtype, device=self.device)
@@ -270,8 +281,9 @@ class TorchTrainer(StateArrays):
     def warmup(self, state, batches):
         t0 = time.perf_counter()
         state = copy.deepcopy(state)  # warm-up steps run for real: keep the caller's state as it is
-        batches = [self._array(b[:1] if self.lanes is None else b[:, :1]) for b in batches]
         state["count"] = torch.zeros_like(state["count"])  # step 0 anneals: one step compiles everything
+        batches = [self._array(b) for b in self._inputs(state, [b[:1] if self.lanes is None else b[:, :1]
+                                                                   for b in batches])]
         with _compute_settings(self.threads):
             self._chunk(state, batches)
             x = self.problem.test_grid()
@@ -290,7 +302,7 @@ class TorchTrainer(StateArrays):
     def train(self, state, batches):
         t0 = time.perf_counter()
         with _compute_settings(self.threads):
-            state, losses, weights = self._chunk(state, [self._array(b) for b in batches])
+            state, losses, weights = self._chunk(state, [self._array(b) for b in self._inputs(state, batches)])
         out = ChunkOutput(losses.cpu().numpy(), weights.cpu().numpy())  # waits for the device
         steps = batches[0].shape[0 if self.lanes is None else 1]
         if steps == self._chunk_steps and len(self._timed) < _TIMED_CHUNKS:

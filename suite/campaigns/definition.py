@@ -11,13 +11,18 @@ A campaign file is data (read with tomllib, never executed)::
     seed = [0, 1, 2]
     architecture = [[50, 5]]                       # optional (width, depth) pairs
     # any TrainSettings field (steps = [1000, 5000]) or problem parameter (form = ["psi-p", "u-v-p"])
+    loss_weights = [{}, {boundary = 10.0}, "frozen"] # optional: constant (M1/M3) or initial (M2/M4) weights
     [settings]                                     # fixed TrainSettings overrides
     steps = 40001
     [parameters.helmholtz]                         # fixed problem parameters, per problem
     a2 = 4
 
 A problem-parameter axis applies to the problems of its grid that have that parameter; the
-others get one run per combination of the remaining axes. Each run is a :class:`RunSpec` whose
+others get one run per combination of the remaining axes. ``loss_weights`` values are tables
+{term = weight} or ``"frozen"``: an M1 (M3) run then holds each weight at the final lambda of its
+M2 (M4) partner (:mod:`gradpath.suite.runs.frozen`), read from the campaign's store when the
+campaign is planned (:func:`plan`); until that partner is complete the run *waits* (listed, not
+trained). For M2/M4, ``"frozen"`` means the paper's initial weights (ones). Each run is a :class:`RunSpec` whose
 ``key`` is :func:`gradpath.suite.runs.record.config_hash` of its resolved configuration, exactly as
 ``gradpath run`` computes it, so both find the same record.
 """
@@ -37,11 +42,14 @@ from typing import Any
 
 from gradpath.backends import BUILTIN as BUILTIN_BACKENDS
 from gradpath.backends import backend_status
-from gradpath.backends.settings import TrainSettings, applicable
+from gradpath.backends.settings import TrainSettings, applicable, canonical_loss_weights
 from gradpath.problems import get_problem, problem_class
 from gradpath.problems.errors import UsageError, unknown_choice
+from gradpath.suite.runs.frozen import (ANNEALED_PARTNER, FROZEN, NotReady, frozen_settings, make_spec,
+                                       partner_spec)
 from gradpath.suite.runs.record import config_hash, run_name
 from gradpath.suite.runs.spec import RunSpec
+from gradpath.suite.runs.store import Store
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,8 +78,41 @@ def _fail(source: str, message: str | Exception) -> UsageError:
     return UsageError(f"{source}: {message}")
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A frozen-weights run (``loss_weights = "frozen"``) whose annealed partner is not complete in the store.
+
+    Attributes:
+        name: the run, as ``<problem>-<method>-<backend>-s<seed>`` (its key needs the partner's weights).
+        partner: the M2/M4 run whose final weights it waits for.  reason: why they cannot be read yet.
+    """
+
+    name: str
+    partner: RunSpec
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A campaign's runs: ``specs`` (each with its key) and the frozen-weights runs still ``waiting``."""
+
+    specs: list[RunSpec]
+    waiting: list[Waiting]
+
+
+def _coerce_loss_weights(value: Any) -> Any:
+    """A loss_weights value: a table {term = weight} as a plain dict of floats, or ``"frozen"``."""
+    if value == FROZEN:
+        return FROZEN
+    if not isinstance(value, Mapping):
+        raise UsageError(f"setting 'loss_weights' must be a table {{term = weight}} or \"{FROZEN}\", got {value!r}")
+    return dict(canonical_loss_weights(value))
+
+
 def _coerce_setting(name: str, value: Any) -> Any:
     """``value`` as the type of TrainSettings field ``name`` (an int where a float goes becomes a float)."""
+    if name == "loss_weights":
+        return _coerce_loss_weights(value)
     kinds = set(typing.get_args(_HINTS[name])) or {_HINTS[name]}
     kinds.discard(type(None))
     ok = {bool: isinstance(value, bool), int: isinstance(value, int) and not isinstance(value, bool),
@@ -214,13 +255,30 @@ def _check_backend(source: str, name: Any) -> None:
                             f"pip install 'gradpath[{BUILTIN_BACKENDS[name][2]}]'")
 
 
-def expand(campaign: Campaign) -> list[RunSpec]:
+def expand(campaign: Campaign, store: Store | None = None) -> list[RunSpec]:
     """Every run of the campaign, in grid order, without duplicates (same key: listed once).
+
+    Frozen-weights runs whose annealed partner is not complete in ``store`` (every one, without a
+    store) are left out; :func:`plan` lists them.
+
+    Raises:
+        UsageError: an invalid setting or parameter value in some combination.
+    """
+    return plan(campaign, store).specs
+
+
+def plan(campaign: Campaign, store: Store | None = None) -> Plan:
+    """The campaign's runs (as :func:`expand`) and its frozen-weights runs that wait for their partner.
+
+    A run with ``loss_weights = "frozen"`` and method M1 (M3) gets the final weights of its M2 (M4)
+    partner complete in ``store`` as explicit numbers, so its key is that of the same numbers given
+    by hand; while the partner is not complete it is a :class:`Waiting` entry, not a run.
 
     Raises:
         UsageError: an invalid setting or parameter value in some combination.
     """
     specs: dict[str, RunSpec] = {}
+    waiting: dict[str, Waiting] = {}
     problems: dict[tuple[str, str], Any] = {}
     for grid in campaign.grids:
         for problem_name in grid["problem"]:
@@ -229,15 +287,18 @@ def expand(campaign: Campaign) -> list[RunSpec]:
             axes.setdefault("backend", ["jax"])
             for combo in itertools.product(*axes.values()):
                 chosen = dict(zip(axes, combo))
-                spec = _spec(campaign, problem_name, chosen, fields, problems)
-                specs.setdefault(spec.key, spec)
-    if not specs:
+                spec = _spec(campaign, problem_name, chosen, fields, problems, store)
+                if isinstance(spec, Waiting):
+                    waiting.setdefault(spec.name + spec.partner.key, spec)
+                else:
+                    specs.setdefault(spec.key, spec)
+    if not specs and not waiting:
         raise _fail(campaign.source, "the campaign has no runs")
-    return list(specs.values())
+    return Plan(list(specs.values()), list(waiting.values()))
 
 
 def _spec(campaign: Campaign, problem_name: str, chosen: dict[str, Any], fields: list[str],
-          cache: dict[tuple[str, str], Any]) -> RunSpec:
+          cache: dict[tuple[str, str], Any], store: Store | None = None) -> RunSpec | Waiting:
     fixed = campaign.parameters.get(problem_name, {})
     clash = [k for k in chosen if k in fixed]
     if clash:
@@ -252,6 +313,10 @@ def _spec(campaign: Campaign, problem_name: str, chosen: dict[str, Any], fields:
         if cache_key not in cache:
             cache[cache_key] = get_problem(problem_name, **params)
         problem = cache[cache_key]
+        if settings.get("loss_weights") == FROZEN:
+            settings = {k: v for k, v in settings.items() if k != "loss_weights"}  # M2/M4: the paper's ones
+            if settings.get("method", "M1") in ANNEALED_PARTNER:
+                return _frozen(store, problem_name, problem, chosen["backend"], settings)
         # a grid crosses methods with annealing options and gate forms: each applies where it means
         # something, so a plain M1 run is the same run (the same key) whatever the grid's weighting
         settings = applicable(settings)
@@ -262,6 +327,21 @@ def _spec(campaign: Campaign, problem_name: str, chosen: dict[str, Any], fields:
               "settings": resolved}
     return RunSpec(problem=problem_name, parameters=problem.parameters(), backend=chosen["backend"],
                    settings=settings, config=config, key=config_hash(config), name=run_name(config))
+
+
+def _frozen(store: Store | None, problem_name: str, problem: Any, backend: str,
+            settings: dict[str, Any]) -> RunSpec | Waiting:
+    """The frozen-weights run of ``settings`` (M1/M3) with its partner's final weights, or why it waits."""
+    partner = partner_spec(problem_name, problem, backend, settings)
+    try:
+        if store is None:
+            raise NotReady(f"frozen loss weights are read from the campaign's store; none was given to find "
+                           f"{partner.name} in")
+        frozen, _ = frozen_settings(store, problem_name, problem, backend, settings)
+    except NotReady as exc:
+        s = TrainSettings(**applicable(settings))
+        return Waiting(f"{problem_name}-{s.method}-{backend}-s{s.seed}", partner, str(exc))
+    return make_spec(problem_name, problem, backend, frozen)
 
 
 def _describe(params: Mapping[str, Any], settings: Mapping[str, Any]) -> str:

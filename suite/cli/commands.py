@@ -27,7 +27,7 @@ from gradpath.problems.errors import UsageError
 from gradpath.suite.perf.bench import add_bench_command
 from gradpath.suite.cli.cache import add_cache_command
 from gradpath.suite.cli.analyse import add_analyse_command
-from gradpath.suite.campaigns.definition import expand, load_campaign
+from gradpath.suite.campaigns.definition import Plan, Waiting, load_campaign, plan
 from gradpath.suite.runs.spec import RunSpec
 from gradpath.suite.campaigns.schedule import CampaignResult, DEFAULT_LANES, run_campaign
 from gradpath.suite.runs.job import CHECKPOINT_EVERY, TrainOptions, train_runs
@@ -37,10 +37,11 @@ from gradpath.suite.campaigns.presets import PRESETS
 from gradpath.suite.runs.progress import Progress
 from gradpath.suite.diagnostics.command import add_diagnose_command
 from gradpath.suite.cli.reference import add_reference_command
-from gradpath.suite.runs.record import (CHECKPOINT, DONE, SUMMARY, config_hash, load_checkpoint, read_status, run_name,
+from gradpath.suite.runs.record import (CHECKPOINT, DONE, SUMMARY, load_checkpoint, read_status,
                                         writable_directory)
 from gradpath.suite.runs.recording import terminate_as_interrupt
 from gradpath.suite.runs.resources import check_memory, is_out_of_memory
+from gradpath.suite.runs.frozen import frozen_settings, make_spec
 from gradpath.suite.runs.store import DEFAULT_STORE, Store, gather, write_run_tables
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OUT_OF_MEMORY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -146,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the same as --compile off")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="a problem parameter, e.g. --param a2=1 (repeatable)")
+    run.add_argument("--loss-weight", dest="loss_weight", action="append", default=[], metavar="TERM=VALUE",
+                     help="a loss term's weight, e.g. --loss-weight boundary=10 (repeatable; terms not named keep "
+                          "1): held constant for M1/M3, the initial lambda for M2/M4")
+    run.add_argument("--loss-weight-from", dest="loss_weight_from", metavar="STORE",
+                     help="M1/M3: hold each term's weight at the final lambda of the M2/M4 run with the same "
+                          "options and seed, complete in STORE (--weighting/--anneal-* choose that run's)")
     run.add_argument("--form", metavar="NAME", help="cavity formulation: psi-p (default) or u-v-p; "
                      "the same as --param form=NAME")
     run.add_argument("--out", default="runs", metavar="DIR",
@@ -231,6 +238,24 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _loss_weights(items: Sequence[str]) -> dict[str, float]:
+    """``--loss-weight TERM=VALUE`` options as {term: weight}; a UsageError names the form."""
+    out: dict[str, float] = {}
+    for text in items:
+        term, sep, value = text.partition("=")
+        try:
+            weight = float(value) if sep and term else None
+        except ValueError:
+            weight = None
+        if weight is None:
+            raise UsageError(f"--loss-weight {text!r}: not TERM=VALUE with a number; "
+                             "write e.g. --loss-weight boundary=10")
+        if term in out:
+            raise UsageError(f"--loss-weight names term {term!r} twice; give each term once")
+        out[term] = weight
+    return out
+
+
 def _first_line(exc: BaseException) -> str:
     """``Type: message`` of ``exc``, its first line only (messages stay one line)."""
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -253,12 +278,19 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     problem = get_problem(args.problem, **params)
     names = [*SETTING_OPTIONS, "compile"]
     given = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if args.loss_weight:
+        given["loss_weights"] = _loss_weights(args.loss_weight)
+    if args.loss_weight_from is not None:
+        if args.loss_weight:
+            raise UsageError("--loss-weight and --loss-weight-from both set the loss weights; keep one")
+        # the annealing options name the partner run's; the frozen run itself does not anneal
+        given, partner = frozen_settings(Store(args.loss_weight_from, create=False, option="--loss-weight-from"),
+                                         args.problem, problem, args.backend, given)
+        shown = ", ".join(f"{k}={v:.6g}" for k, v in given["loss_weights"].items())
+        print(f"gradpath: loss weights frozen at the final lambdas of {partner.name}: {shown}", file=sys.stderr)
     settings = TrainSettings(**given)
     device = get_backend(args.backend).resolve_device(settings.device)
-    config = {"problem": args.problem, "parameters": problem.parameters(), "backend": args.backend,
-              "settings": settings.resolved(problem)}
-    spec = RunSpec(problem=args.problem, parameters=problem.parameters(), backend=args.backend, settings=given,
-                   config=config, key=config_hash(config), name=run_name(config))
+    spec = make_spec(args.problem, problem, args.backend, given)
     # every check that can refuse the run comes before the store and the record exist, so that a
     # refused run leaves nothing behind: the memory it needs, and its reference solution (computed,
     # and for the cavity cached, here: a case that does not converge is refused, not a failed run)
@@ -323,40 +355,68 @@ def _run_locked(args: argparse.Namespace, spec: RunSpec, store: Store, argv: Seq
     return 0
 
 
-def _plan(source: str) -> tuple[Any, list[RunSpec]]:
+def _plan(source: str, store: Store | None = None) -> tuple[Any, Plan]:
+    """The campaign ``source`` names and its runs, frozen-weights runs resolved against ``store``."""
     campaign = load_campaign(source)
-    return campaign, expand(campaign)
+    return campaign, plan(campaign, store)
+
+
+def _print_waiting(waiting: Sequence[Waiting]) -> None:
+    for entry in waiting:
+        print(f"gradpath: waiting: {entry.name} (frozen weights): {entry.reason}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Any, list[RunSpec], Store, CampaignResult]:
-    """Load, expand and run a campaign; then write the store's runs and history tables."""
-    campaign, specs = _plan(args.source if hasattr(args, "source") else args.preset)
+    """Load, expand and run a campaign; then write the store's runs and history tables.
+
+    Frozen-weights runs whose annealed partner was not complete are planned again once the first
+    runs are done, and those whose partner completed meanwhile run then; the rest stay waiting.
+    """
     store = Store(args.store)
+    campaign, planned = _plan(args.source if hasattr(args, "source") else args.preset, store)
+    specs = planned.specs
     executor = make_executor(args.executor, jobs=args.jobs, scheduler=args.scheduler, workers=args.workers)
     try:
         result = run_campaign(specs, store, executor, argv=argv, quiet=args.quiet, lanes=args.lanes)
+        if planned.waiting:
+            planned = plan(campaign, store)  # partners trained just now give their final weights
+            seen = {spec.key for spec in specs}
+            later = [spec for spec in planned.specs if spec.key not in seen]
+            if later:
+                more = run_campaign(later, store, executor, argv=argv, quiet=args.quiet, lanes=args.lanes)
+                result.planned += more.planned
+                result.already += more.already
+                result.counts.update(more.counts)
+                result.outcomes.extend(more.outcomes)
+                specs = [*specs, *later]
     finally:
         executor.close()
     runs, history = gather(store)
     write_run_tables(store.root, runs, history)
+    _print_waiting(planned.waiting)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items())) or "nothing to run"
-    print(f"campaign {campaign.name}: {result.planned} runs, {result.already} already done; this time: {counts}; "
-          f"store {store.root} (runs.parquet, runs.csv, history.parquet)")
+    waits = f", {len(planned.waiting)} waiting for their annealed run" if planned.waiting else ""
+    print(f"campaign {campaign.name}: {result.planned} runs{waits}, {result.already} already done; this time: "
+          f"{counts}; store {store.root} (runs.parquet, runs.csv, history.parquet)")
     return campaign, specs, store, result
 
 
 def cmd_campaign(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.dry_run:
-        campaign, specs = _plan(args.source)
         store = Store(args.store, create=False)
+        campaign, planned = _plan(args.source, store)
+        specs = planned.specs
         states = [store.state(spec) for spec in specs]
         for spec, state in zip(specs, states):
             what = {"missing": "to run"}.get(state.status, "done" if state.done else f"redo ({state.status}"
                                              + (f": {state.reason})" if state.reason else ")"))
             print(f"{what:<10} {spec.name}")
+        for entry in planned.waiting:
+            print(f"{'waiting':<10} {entry.name} (frozen at the final weights of {entry.partner.name})")
         done = sum(s.done for s in states)
+        waits = f", {len(planned.waiting)} waiting for their annealed run" if planned.waiting else ""
         print(f"campaign {campaign.name} ({campaign.source}): {len(specs)} runs, {done} done, "
-              f"{len(specs) - done} to run; store {store.root}")
+              f"{len(specs) - done} to run{waits}; store {store.root}")
         return 0
     *_, result = _run(args, argv)
     return 1 if result.counts["failed"] else 0
@@ -380,11 +440,13 @@ def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from gradpath.suite.report.build import build_report
 
-    campaign, specs = _plan(args.preset)
     store = Store(args.store, create=False)
+    campaign, planned = _plan(args.preset, store)
+    specs = planned.specs
     if not store.root.is_dir():
         raise UsageError(f"store {str(store.root)!r} does not exist; run `gradpath reproduce --preset "
                          f"{args.preset}` first, or name the store with --store DIR")
+    _print_waiting(planned.waiting)
     out = _results_dir(args, campaign)
     writable_directory(out)
     files = build_report(campaign, specs, store, out)
@@ -395,7 +457,8 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_restore(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from gradpath.suite.runs.restore import restore
 
-    campaign, specs = _plan(args.preset)
+    campaign, planned = _plan(args.preset, Store(args.store, create=False))
+    specs = planned.specs
     source = args.results or f"results/{campaign.name}"  # the published tables
     done = restore(specs, source, Store(args.store, create=False))  # created once the tables are read
     print(f"campaign {campaign.name}: {len(specs)} runs; from {source}: {done.line()}; store {args.store}")
