@@ -12,7 +12,7 @@ from typing import Any
 from gradpath.backends import BUILTIN as BUILTIN_BACKENDS
 from gradpath.backends import backend_status
 from gradpath.backends.methods import METHODS
-from gradpath.problems import problem_names
+from gradpath.problems import get_problem, problem_names
 
 SEEDS = list(range(10))  # the paper reports the mean of 10 runs (Table 2)
 CAVITY_FORMS = ["psi-p", "u-v-p"]  # Fig. 18 (stream function) and Fig. 17 (velocity-pressure)
@@ -125,9 +125,50 @@ def ablations() -> dict[str, Any]:
             "grid": grids}
 
 
+# the constant weight c given to every term but the residual (c = 1 is the plain PINN itself)
+BALANCING_CONSTANTS = [1.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
+# annealing rules beyond the code's (weighting registry); "code" is the paper preset's own M2/M4
+BALANCING_RULES = ["code-global", "mean", "grad-norm", "relobralo"]
+NTK_EVERY = 100  # steps between NTK weight updates: one update costs about 14 plain steps (results/perf)
+
+
+def balancing() -> dict[str, Any]:
+    """Does annealing beat a tuned constant weight? Loss-balancing rules against constants, 10 seeds, JAX.
+
+    Helmholtz 50 x 3 and Klein-Gordon, each with the plain (M1/M2) and the gated (M3/M4) network:
+    constant weights c on every term but the residual (M1/M3; c = 1 is the paper preset's own
+    M1/M3 run), the weights frozen at the final lambdas of the same seed's annealed run
+    (``"frozen"``: trained once that run is complete), the authors' rule (``code``: the paper
+    preset's own M2/M4 runs, same keys), then code-global, mean, grad-norm, relobralo and ntk
+    (every 100 steps) on M2/M4. PyTorch trains relobralo and ntk on Helmholtz for seeds 0-2, so
+    the new rules' backend agreement is measured. Cheap arms first, so a campaign stopped part-way
+    answers for Helmholtz before Klein-Gordon.
+    """
+    grids = []
+    for problem, size in (("helmholtz", {"width": [50], "depth": [3]}), ("klein-gordon", {})):
+        others = _non_residual_terms(problem)
+        common = {"problem": [problem], "backend": ["jax"], "seed": SEEDS, **size}
+        constants = [{term: c for term in others} for c in BALANCING_CONSTANTS]
+        grids += [dict(common, method=["M1", "M3"], loss_weights=constants),
+                  dict(common, method=["M2", "M4"]),  # code: the paper preset's runs
+                  dict(common, method=["M1", "M3"], loss_weights=["frozen"]),
+                  dict(common, method=["M2", "M4"], weighting=BALANCING_RULES),
+                  dict(common, method=["M2", "M4"], weighting=["ntk"], anneal_every=[NTK_EVERY])]
+    torch = {"problem": ["helmholtz"], "width": [50], "depth": [3], "backend": ["torch"], "seed": SEEDS[:3],
+             "method": ["M2", "M4"]}
+    grids += [dict(torch, weighting=["relobralo"]), dict(torch, weighting=["ntk"], anneal_every=[NTK_EVERY])]
+    return {"name": "balancing", "description": "does annealing beat a tuned constant weight? rules vs constants",
+            "grid": grids}
+
+
+def _non_residual_terms(problem: str) -> list[str]:
+    """The loss terms of ``problem`` other than the PDE residual (those a constant weight scales)."""
+    return [t for t in get_problem(problem).term_names() if t != "residual"]
+
+
 def _builders() -> dict[str, Callable[[], dict[str, Any]]]:
     return {"smoke": smoke, "table2": table2, "table3": table3, "cavity": cavity, "paper": paper,
-            "ablations": ablations}
+            "ablations": ablations, "balancing": balancing}
 
 
 class _Presets:
