@@ -198,6 +198,10 @@ class TrainSettings:
         unused = unused_options(self.method)
         if "gate" in unused and self.gate != "code":
             raise UsageError(f"--gate applies to the gated network (M3, M4); {self.method} uses the plain MLP")
+        if self.weighting is not None and get_weighting(self.weighting).every is not None \
+                and self.anneal_every != ANNEAL_EVERY:  # the rule fixes its own interval: a second key for one run
+            raise UsageError(f"--anneal-every does not apply to --weighting {self.weighting}, which updates every "
+                             f"{get_weighting(self.weighting).every} step(s) by definition")
         if "anneal_every" in unused and (self.anneal_alpha is not None or self.anneal_every != ANNEAL_EVERY):
             raise UsageError(f"--anneal-alpha and --anneal-every apply to the methods that anneal (M2, M4); "
                              f"{self.method} keeps its loss weights at 1")

@@ -176,3 +176,13 @@ def test_rule_state_only_where_the_rule_needs_it(backend):
 def test_a_stopped_relobralo_run_resumes_bit_for_bit(backend, seeds):
     from gradpath.backends.conformance import check_resumes, small_problem
     check_resumes(backend, small_problem("poisson1d"), method="M2", seeds=seeds, weighting="relobralo")
+
+
+def test_a_rule_with_its_own_interval_refuses_anneal_every():
+    """relobralo updates at every step by definition: another --anneal-every would name the same run twice."""
+    from gradpath.backends.settings import TrainSettings
+    from gradpath.problems.errors import UsageError
+
+    TrainSettings(method="M2", weighting="relobralo")  # the default interval is accepted (and ignored)
+    with pytest.raises(UsageError, match="--anneal-every does not apply to --weighting relobralo"):
+        TrainSettings(method="M2", weighting="relobralo", anneal_every=20)

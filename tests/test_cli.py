@@ -44,6 +44,7 @@ def test_list_names_every_choice(capsys):
         assert name in out
     assert "a1=1.0 a2=4.0 k=1.0" in out  # helmholtz parameters with their defaults
     assert "builtin" in out
+    assert "terms residual,initial,boundary" in out  # what --loss-weight TERM=VALUE may name (Klein-Gordon)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -276,13 +276,13 @@ def test_seeds_are_run_directories_and_a_complete_seed_is_not_trained_again(tmp_
 
     monkeypatch.setitem(diagnostics.EXPERIMENTS, "fig5", _tiny())
     trained = []
-    original = diagnostics.run_one
+    original = diagnostics.train_plan
 
     def spy(experiment, plan, out, **options):
         trained.append((plan.label, options["seed"]))
         return original(experiment, plan, out, **options)
 
-    monkeypatch.setattr(diagnostics, "run_one", spy)
+    monkeypatch.setattr(diagnostics, "train_plan", spy)
     backend = "jax" if importlib.util.find_spec("jax") else "torch"
     out = run_experiment("fig5", backend=backend, out=tmp_path, quiet=True)  # the preset's seeds: 0 and 1
     assert trained == [("C=1", 0), ("C=2", 0), ("C=1", 1), ("C=2", 1)]
@@ -424,7 +424,7 @@ def test_the_seed_band_is_the_median_and_range_over_seeds_at_shared_steps(tmp_pa
 
 
 def _result(label, history, *, seed=0, parameters=None, spectra=None, keys=("W0", "W1")):
-    """A run's result as run_one returns it, from a hand-made history (no training)."""
+    """A run's result as train_plan returns it, from a hand-made history (no training)."""
     return {"label": label, "seed": seed, "problem": "p", "parameters": parameters or {}, "method": "M1",
             "steps": history[-1]["step"], "error": 0.5, "metric": "rel_l2", "train_seconds": 1.0,
             "compile_seconds": None, "wall_seconds": None, "history": history, "spectra": spectra or {},

@@ -44,16 +44,17 @@ def _problem_row(name: str, source: str) -> tuple[str, str, str]:
         problem = cls()  # the network and weighting may depend on parameters (the cavity's form)
         layers = "-".join(map(str, problem.layers))
         weighting = problem.default_weighting
+        terms = ",".join(problem.term_names())
     except Exception as exc:  # a plugin class that loads but cannot be built
         return name, source, f"(failed to load: {plugin_failed('problem', name, source.removeprefix('plugin '), exc)})"
-    return name, source, f"{params or '(no parameters)'}; net {layers}; weighting {weighting}"
+    return name, source, f"{params or '(no parameters)'}; net {layers}; weighting {weighting}; terms {terms}"
 
 
 def listing() -> str:
     """Everything ``gradpath run`` accepts, one section per option."""
     defaults = TrainSettings()
     sections = [
-        ("problems (gradpath run PROBLEM --param KEY=VALUE):",
+        ("problems (gradpath run PROBLEM --param KEY=VALUE; loss terms for --loss-weight TERM=VALUE):",
          [_problem_row(n, s) for n, s in sorted(problem_sources().items())]),
         ("backends (--backend):", sorted(backend_status().items())),
         (f"methods (--method; default {defaults.method}):", [(m.name, m.description) for m in METHODS.values()]),

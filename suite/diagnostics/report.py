@@ -354,7 +354,7 @@ def write_diagnostics_report(experiment: Any, results: Sequence[dict[str, Any]],
     """Write the figures, ``numbers.json`` and ``README.md`` of a finished preset into ``out``.
 
     Args:
-        results: every run of every seed, as :func:`gradpath.suite.diagnostics.experiments.run_one` returns them (with ``seed``).
+        results: every run of every seed, as :func:`gradpath.suite.diagnostics.experiments.train_plan` returns them (with ``seed``).
         seeds: the seeds the results hold (default: read from them); missing_seeds: seeds asked
             for but without complete runs (named in the README and in ``numbers.json``).
     """
