@@ -38,3 +38,14 @@ def test_the_balancing_preset_reuses_the_paper_runs_and_waits_for_frozen_partner
                                                                       ("relobralo", "M2"), ("relobralo", "M4")]
     # frozen runs wait for their annealed partner (an empty store has none): one per problem, network and seed
     assert len(balancing.waiting) == 2 * 2 * 10
+
+
+def test_the_report_expects_what_the_preset_trains():
+    """The report's design (analysis/balancing.py, which may not import the campaigns room) lists the
+    preset's constants, rules and seeds: a change to one without the other would misreport missing runs."""
+    from gradpath.suite.analysis.balancing import DESIGN
+    from gradpath.suite.campaigns.presets import SEEDS
+
+    assert list(DESIGN.constants) == BALANCING_CONSTANTS
+    assert set(DESIGN.rules) == {"code", *BALANCING_RULES, "ntk"}
+    assert list(DESIGN.seeds) == SEEDS

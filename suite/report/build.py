@@ -17,12 +17,14 @@ import pandas as pd
 
 from gradpath.backends.settings import TrainSettings
 from gradpath.suite.analysis.ablation import ablation_section, variants
+from gradpath.suite.analysis.balancing import is_balancing
 from gradpath.suite.analysis.method_comparison import method_comparisons
 from gradpath.suite.campaigns.definition import Campaign
 from gradpath.suite.runs.spec import RunSpec
 from gradpath.suite.analysis.escape import escape_section
 from gradpath.suite.runs.manifest import git_output
 from gradpath.suite.analysis.paper_comparison import comparison_section, device_names, measured_cells
+from gradpath.suite.report.balancing_plots import balancing_report
 from gradpath.suite.report.plots import FIGURES, Figure, Skipped, build_figures
 from gradpath.suite.report.profiles import FIGURES_ACROSS_CELLS, rank_section
 from gradpath.suite.runs.record import DONE
@@ -107,10 +109,12 @@ def _figure_lines(figures: Sequence[Figure], skipped: Sequence[Skipped]) -> list
 
 def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequence[Figure], store: Store,
                 skipped: Sequence[Skipped] = (), findings: str | None = None,
-                history: pd.DataFrame | None = None, cells: pd.DataFrame | None = None) -> str:
+                history: pd.DataFrame | None = None, cells: pd.DataFrame | None = None, balancing: str = "") -> str:
     """The text of REPORT.md; ``findings`` (markdown, hand-written) goes in as its own section,
-    ``history`` (the long history of the runs) gives the escape steps of :mod:`gradpath.suite.analysis.escape`, and
-    ``cells`` are the runs' :func:`gradpath.suite.analysis.tables.cell_stats` where the caller has them already."""
+    ``history`` (the long history of the runs) gives the escape steps of :mod:`gradpath.suite.analysis.escape`,
+    ``cells`` are the runs' :func:`gradpath.suite.analysis.tables.cell_stats` where the caller has them already, and
+    ``balancing`` is the ``balancing`` preset's section
+    (:func:`gradpath.suite.report.balancing_plots.balancing_report`)."""
     commit = git_output("rev-parse", "--short", "HEAD")
     devices = device_names(runs)
     # no clock time here: the same store and commit rebuild this page byte for byte
@@ -139,6 +143,8 @@ def report_text(campaign: Campaign, runs: pd.DataFrame, tables, figures: Sequenc
                   ablation_section(cells, errors)]
         if history is not None:
             parts += [escape_section(runs, history)]
+    if balancing:  # also before any run finished: it lists what the preset still lacks
+        parts += [balancing]
     parts += ["## Tables\n\n"] + [table_markdown(t) + "\n" for t in tables]
     if not tables:
         parts += ["No run has finished yet.\n\n"]
@@ -179,8 +185,12 @@ def build_report(campaign: Campaign, specs: Sequence[RunSpec], store: Store, out
     written += write_result_tables(tables, out)
     written += _write_comparisons(runs, cells, out)
     figures, skipped = build_figures(runs, history, out / FIGURES_DIR, store.root, (*FIGURES, *FIGURES_ACROSS_CELLS))
+    balancing = ""
+    if is_balancing(campaign.name):  # drawn after build_figures, whose clean-up would remove its figures
+        balancing, files = balancing_report(runs, history, out, figures_dir=FIGURES_DIR)
+        written += files
     findings = out / FINDINGS
     text = findings.read_text() if findings.is_file() else None
     (out / "REPORT.md").write_text(report_text(campaign, runs, tables, figures, store, skipped, text, history,
-                                                     cells=cells))
+                                                     cells=cells, balancing=balancing))
     return [*written, *(path for fig in figures for path in fig.files), out / "REPORT.md"]
