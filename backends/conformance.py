@@ -39,6 +39,7 @@ from gradpath.backends.data import draw_batches, seed_start, seed_streams
 from gradpath.backends.losses import derivatives
 from gradpath.backends.methods import METHODS
 from gradpath.backends.settings import TrainSettings, applicable
+from gradpath.backends.weighting import get_weighting
 from gradpath.problems import get_problem, problem_class, problem_names, problem_sources
 from gradpath.problems.core import Problem, parse_derivative
 
@@ -312,6 +313,8 @@ def small_settings(method: str = "M1", steps: int = 20, **overrides: Any) -> Tra
     values = dict(method=method, width=8, depth=2, steps=steps, log_every=steps, batch_size=32,
                   anneal_every=5, dtype="float64", device="cpu", seed=1, compile=False)
     values.update(overrides)
+    if values.get("weighting") and get_weighting(values["weighting"]).every is not None:
+        values.pop("anneal_every")  # a rule with its own interval (relobralo) refuses another one
     return TrainSettings(**applicable(values))  # anneal_every=5 where the method anneals
 
 

@@ -115,7 +115,10 @@ def test_ntk_traces_match_finite_differences():
 
 # -- both backends, step for step -----------------------------------------------------------------
 def _settings(method, weighting, **kw):
-    values = dict(method=method, weighting=weighting, width=8, depth=2, batch_size=16, anneal_every=5,
+    # ntk updates every anneal_every steps (5 here, so a short run sees several updates); relobralo
+    # updates every step by definition and refuses another interval
+    every = {} if get_weighting(weighting).every is not None else {"anneal_every": 5}
+    values = dict(method=method, weighting=weighting, width=8, depth=2, batch_size=16, **every,
                   dtype="float64", compile=False, seed=1)
     values.update(kw)
     return TrainSettings(**values)
