@@ -715,8 +715,9 @@ def section_text(table: pd.DataFrame, agreement: pd.DataFrame, missing: pd.DataF
              "rule on the same network, paired by seed (same initial weights and batches): the ratio of geometric "
              "means (below 1: the arm ends lower) with its 95% BCa bootstrap interval, the Wilcoxon signed-rank p on "
              "log error, Benjamini-Hochberg q over the table. Cost: median ms per step over M1's on the same problem "
-             "and backend, and over the same network's unannealed run (M1 or M3); runs that shared a machine time "
-             "that contention too.\n\n",
+             "and backend, and over the same network's unannealed run (M1 or M3), from each run's own ms_per_step: "
+             "runs trained at different times and loads, so these ratios carry that noise; the side-by-side "
+             "measurement of the rules' cost is `results/perf/balancing-rule-cost.md`.\n\n",
              "### Answer\n\n", answer(table, missing, design) + "\n\n", DECISION_RULE + "\n\n"]
     if not missing.empty:
         parts += ["### Missing runs\n\nExpected by the preset but without a finished run (diverged runs are "
