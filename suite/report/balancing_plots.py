@@ -14,7 +14,6 @@ same store gives byte-identical files. A figure without data is returned as :cla
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatterSciNotation
@@ -32,8 +30,8 @@ from gradpath.suite.analysis.balancing import (DESIGN, HONEST, ORACLE, PROFILE_A
                                                primary_backend, profile, profile_values, section_text,
                                                terms as _terms,
                                                table_markdown)
-from gradpath.suite.report.plots import DASHES, PDF_METADATA, PNG_METADATA, Figure, Result, Skipped
-from gradpath.suite.report.style import DPI, STYLE
+from gradpath.suite.report.plots import DASHES, Figure, Result, Skipped, figure_grid, save_figure
+from gradpath.suite.report.style import STYLE
 
 PREFIX = "balancing-"
 TAUS = np.geomspace(1, 100, 201)
@@ -41,27 +39,6 @@ TAUS = np.geomspace(1, 100, 201)
 
 def _style():
     return sns.axes_style("whitegrid", {"grid.linestyle": ":"})  # the report figures' look
-
-
-def _figure(panels: int, ncols: int, width: float = 4.0, height: float = 3.0) -> tuple[MplFigure, list]:
-    """A figure of ``panels`` axes, ``ncols`` to a row (the unused ones hidden)."""
-    ncols = max(1, min(ncols, panels))
-    nrows = math.ceil(panels / ncols)
-    fig = MplFigure(figsize=(width * ncols, height * nrows + 0.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    return fig, axes[:panels]
-
-
-def _save(fig: MplFigure, out: Path, name: str) -> tuple[Path, ...]:
-    """PNG and PDF without dates, so the same runs give the same bytes."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = (out / f"{name}.png", out / f"{name}.pdf")
-    fig.savefig(files[0], dpi=DPI, metadata=PNG_METADATA)
-    fig.savefig(files[1], metadata=PDF_METADATA)
-    return files
 
 
 def _legend(fig: MplFigure, handles: Sequence[Line2D]) -> None:
@@ -112,7 +89,7 @@ def error_vs_weight(arms: pd.DataFrame, history: pd.DataFrame, out: Path, design
     finals = final_weights(history)
     terms_seen: list[str] = []
     with _style(), sns.plotting_context("paper", rc=STYLE):
-        fig, axes = _figure(len(panels), ncols=2)
+        fig, axes = figure_grid(len(panels), ncols=2)
         for ax, (group, network) in zip(axes, panels):
             part = constants[(constants["group"] == group) & (constants["network"] == network)]
             ax.scatter(part["c"], part["error"], s=10, color="0.45", alpha=0.7, linewidths=0, label="one seed")
@@ -153,7 +130,7 @@ def error_vs_weight(arms: pd.DataFrame, history: pd.DataFrame, out: Path, design
                               label=f"{design.reference}: error"))
         _legend(fig, handles)
         name = f"{PREFIX}error-vs-weight"
-        files = _save(fig, out, name)
+        files = save_figure(fig, out, name)
     caption = ("Test error of the constant-weight runs (M1 on the plain network, M3 on the gated one) vs their "
                "weight c, log-log: grey points are seeds, the black line the geometric mean over seeds. Vertical "
                "lines: where each annealing rule's weights end, as the median over seeds of its final "
@@ -181,7 +158,7 @@ def weight_trajectories(arms: pd.DataFrame, history: pd.DataFrame, out: Path, de
             order.index(c.removeprefix("weight_")) if c.removeprefix("weight_") in order else len(order), c))])
     ncols = max(len(r) for r in rows)
     with _style(), sns.plotting_context("paper", rc=STYLE):
-        fig, grid = _figure(len(rows) * ncols, ncols=ncols, width=3.4, height=2.6)
+        fig, grid = figure_grid(len(rows) * ncols, ncols=ncols, width=3.4, height=2.6)
         cells = []
         for i, row in enumerate(rows):
             cells += list(zip(grid[i * ncols:(i + 1) * ncols], row))
@@ -202,7 +179,7 @@ def weight_trajectories(arms: pd.DataFrame, history: pd.DataFrame, out: Path, de
         handles = [Line2D([], [], color=palette[r], linewidth=1.2, label=r) for r in rules]
         _legend(fig, handles)
         name = f"{PREFIX}weights"
-        files = _save(fig, out, name)
+        files = save_figure(fig, out, name)
     caption = ("Loss weight λ of each term vs training step for every annealing rule (M2 on the plain network, M4 "
                "on the gated one): the median over seeds at each logged step. `code`, `code-global` and `mean` keep "
                "the residual's weight at 1; `grad-norm`, `relobralo` and `ntk` weight every term, so compare their "
@@ -220,7 +197,7 @@ def profile_figure(table: pd.DataFrame, out: Path, design: Design = DESIGN) -> R
     palette = _palette([c for c in curves.columns if c not in PROFILE_ARMS])
     greys = {ORACLE: "0.55", HONEST: "black", "frozen": "0.3"}
     with _style(), sns.plotting_context("paper", rc=STYLE):
-        fig, (ax,) = _figure(1, 1, width=5.6, height=3.6)
+        fig, (ax,) = figure_grid(1, 1, width=5.6, height=3.6)
         for arm in curves.columns:
             ax.step(TAUS, curves[arm], where="post", label=arm, color=greys.get(arm, palette.get(arm)),
                     linestyle="--" if arm in PROFILE_ARMS else "-", linewidth=1.3)
@@ -232,7 +209,7 @@ def profile_figure(table: pd.DataFrame, out: Path, design: Design = DESIGN) -> R
         ax.set_title(f"{rows} problem and network pairs")
         _legend(fig, ax.get_legend_handles_labels()[0])
         name = f"{PREFIX}profile"
-        files = _save(fig, out, name)
+        files = save_figure(fig, out, name)
     caption = ("Dolan-More performance profiles over the (problem, network) pairs where every arm has a result: "
                "for each arm, the share of pairs whose geometric-mean error is within a factor tau of the best "
                "arm's. Dashed: the oracle constant (chosen on the test error), the honest (cross-fitted) constant "

@@ -218,7 +218,8 @@ def _seed_note(frame: pd.DataFrame, diverged_are: str = "included up to their la
 
 # -- drawing -------------------------------------------------------------------------------------
 
-def _figure(panels: int, ncols: int = 3, width: float = 4.0, height: float = 3.0) -> tuple[MplFigure, list]:
+def figure_grid(panels: int, ncols: int = 3, width: float = 4.0, height: float = 3.0) -> tuple[MplFigure, list]:
+    """A figure of ``panels`` axes, ``ncols`` to a row (the unused ones hidden), for every report figure."""
     ncols = 2 if panels == 4 and ncols >= 2 else max(1, min(ncols, panels))
     if panels == 1:  # one panel: wider, so that the legend above it fits
         width, height = 1.4 * width, 1.2 * height
@@ -231,7 +232,8 @@ def _figure(panels: int, ncols: int = 3, width: float = 4.0, height: float = 3.0
     return fig, axes[:panels]
 
 
-def _save(fig: MplFigure, out: Path, name: str) -> tuple[Path, ...]:
+def save_figure(fig: MplFigure, out: Path, name: str) -> tuple[Path, ...]:
+    """``out/name.png`` and ``.pdf`` without dates, so that the same runs draw the same bytes."""
     out.mkdir(parents=True, exist_ok=True)
     files = (out / f"{name}.png", out / f"{name}.pdf")
     fig.draw_without_rendering()  # lay out once (constrained layout is the slow part), then keep it
@@ -372,7 +374,7 @@ def _error_curves(runs: pd.DataFrame, history: pd.DataFrame, out: Path, x: str) 
         palette = _palette(methods)
         configurations = _configurations(frame)
         with _style(), sns.plotting_context("paper", rc=STYLE):
-            fig, axes = _figure(len(configurations))
+            fig, axes = figure_grid(len(configurations))
             for ax, configuration in zip(axes, configurations):
                 part = frame[frame["configuration"] == configuration]
                 part = part.assign(method=part["method"].map(_method_legend_label))
@@ -394,7 +396,7 @@ def _error_curves(runs: pd.DataFrame, history: pd.DataFrame, out: Path, x: str) 
                 ax.set_title(f"{problem}" + (f" ({configuration})" if configuration else "") + f": {seeds}")
             _shared_legend(fig, axes)
             name = f"{kind}-{_slug(problem)}"
-            files = _save(fig, out, name)
+            files = save_figure(fig, out, name)
         test = problem_class(problem).test_points_per_axis
         dims = len(problem_class(problem).inputs)
         grid = (f"{test}-point" if dims == 1 else " x ".join([str(test)] * dims) + "-point") + " test grid"
@@ -447,7 +449,7 @@ def loss_weights(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_roo
         terms = [c.removeprefix("weight_") for c in moving]
         dashes = {term: DASHES[i % len(DASHES)] for i, term in enumerate(terms)}
         with _style(), sns.plotting_context("paper", rc=STYLE):
-            fig, axes = _figure(len(configurations))
+            fig, axes = figure_grid(len(configurations))
             for ax, configuration in zip(axes, configurations):
                 part = long[long["configuration"] == configuration]
                 several = len(terms) > 1
@@ -468,7 +470,7 @@ def loss_weights(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_roo
             fig.legend(handles=handles, loc="outside upper center", frameon=False,
                        ncols=_legend_columns([h.get_label() for h in handles], fig.get_figwidth()))
             name = f"weights-{_slug(problem)}"
-            files = _save(fig, out, name)
+            files = save_figure(fig, out, name)
         caption = (f"Loss weights λ of the {', '.join(terms)} term{'s' if len(terms) > 1 else ''} vs training step "
                    f"(the value in force after the logged step), {problem}, annealing methods "
                    f"{', '.join(methods)}; {BAND}; {_seed_note(long)}"
@@ -534,7 +536,7 @@ def _field_panels(problem: Problem, x: np.ndarray, ref: np.ndarray, rows: list[d
     field = FIELD_LABELS.get(problem.name, problem.solution_needs[0])
     truth = "reference" if problem.exact(np, x[:1]) is None else "exact"
     if len(problem.inputs) == 1:
-        fig, axes = _figure(2, ncols=2, width=4.6, height=3.2)
+        fig, axes = figure_grid(2, ncols=2, width=4.6, height=3.2)
         order = np.argsort(x[:, 0])
         axes[0].plot(x[order, 0], ref[order], color="black", linewidth=2.4, alpha=0.35, label=truth)
         for row in rows:
@@ -640,7 +642,7 @@ def solution_fields(runs: pd.DataFrame, history: pd.DataFrame, out: Path, store_
             palette = _palette(methods)
             with _style(), sns.plotting_context("paper", rc=STYLE):
                 fig = _field_panels(problem, x, ref, rows, palette, label)
-                files = _save(fig, out, name)
+                files = save_figure(fig, out, name)
             truth = "reference (finite-difference solution)" if problem.exact(np, x[:1]) is None else "exact solution"
             field = FIELD_LABELS.get(problem_name, problem.solution_needs[0])
             picks = "; ".join(f"{r['method']}: seed {r['seed']} of {r['n']}" for r in rows)
@@ -765,7 +767,7 @@ def table2_architectures(runs: pd.DataFrame, history: pd.DataFrame, out: Path, s
                                       markeredgecolor="black", markersize=5, label="paper (Table 2)"))
             fig.legend(handles=handles, loc="outside right upper", frameon=False)
             name = "table2" + (f"-{_slug(configuration)}" if configuration else "")
-            files = _save(fig, out, name)
+            files = save_figure(fig, out, name)
         steps = sorted({_text(s) for s in mine.get("steps", pd.Series(dtype=float)).dropna()})
         caption = (f"Relative L2 error of u, {label}, per architecture and method: thick line = mean over complete "
                    f"runs (as in table2.md), dots = individual seeds ({_seed_note(mine, 'left out, as in the tables')})"
