@@ -13,7 +13,7 @@ import pytest
 
 from gradpath.suite.analysis.balancing import (DESIGN, FROZEN, HONEST, ORACLE, Design, agreement_table, answer,
                                                balancing_table, classify, honest_constant, missing_runs,
-                                               oracle_constant, parse_weights)
+                                               oracle_constant, parse_weights, side_by_side_cost)
 from gradpath.suite.campaigns.definition import expand, parse_campaign
 from gradpath.suite.report.balancing_plots import balancing_figures, balancing_report
 from gradpath.suite.report.build import build_report
@@ -139,6 +139,33 @@ def test_costs_are_relative_to_m1_and_to_the_same_network_unannealed(complete):
     assert gated_ntk["cost_vs_m1"] == pytest.approx(5.0) and gated_ntk["cost_vs_unannealed"] == pytest.approx(5 / 1.5)
     plain_code = table[(table["arm"] == "code") & (table["network"] == "plain")].iloc[0]
     assert plain_code["cost_vs_m1"] == pytest.approx(2.0)
+
+
+def test_side_by_side_costs_replace_the_runs_own_timings(complete):
+    """A cost measurement of one seed per configuration (as `gradpath bench --campaign` writes it) sets
+    the cost columns: a rule's from its own configuration, the selected and frozen rows from the
+    constants' median; a configuration the measurement lacks keeps its runs' timing."""
+    runs, _, _, table = complete
+    one_seed = runs[(runs["seed"] == 0) & (runs["problem"] == "helmholtz")].copy()
+    fixed = {"M1": 2.0, "M3": 3.0}  # whatever their weights: constant weights cost what M1 (M3) costs
+    annealed = {("M2", "relobralo"): 2.2, ("M4", "code"): 4.0}
+    one_seed["ms_per_step"] = [fixed.get(m) or annealed.get((m, w), 9.0)
+                               for m, w in zip(one_seed["method"], one_seed["weighting"])]
+    # the frozen run of seed 0 is a lone set of weights off the grid: it is not a constant
+    cost = one_seed.drop(columns=["error", "status", "key"])
+    priced = side_by_side_cost(table, cost)
+    helm = priced[priced["group"] == "helmholtz 50x3"].set_index(["network", "arm"])
+    assert helm.loc[("plain", "relobralo"), "cost_vs_m1"] == pytest.approx(1.1)
+    assert helm.loc[("gated", "code"), "cost_vs_m1"] == pytest.approx(2.0)
+    assert helm.loc[("gated", "code"), "cost_vs_unannealed"] == pytest.approx(4 / 3)
+    assert helm.loc[("gated", "constant 100"), "cost_vs_unannealed"] == pytest.approx(1.0)
+    assert helm.loc[("plain", HONEST), "cost_vs_m1"] == pytest.approx(1.0)
+    assert helm.loc[("plain", FROZEN), "cost_vs_m1"] == pytest.approx(1.0)
+    assert (helm["cost_source"] == "side by side").all()
+    kg = priced[priced["group"].str.startswith("klein-gordon")]
+    assert (kg["cost_source"] == "runs").all()  # not measured: the runs' own timing stays, and says so
+    assert kg["cost_vs_m1"].tolist() == table.loc[kg.index, "cost_vs_m1"].tolist()
+    assert (side_by_side_cost(table, None)["cost_source"] == "runs").all()
 
 
 def test_oracle_and_honest_constants_on_uniform_factors(complete):

@@ -93,3 +93,46 @@ def test_timing_samples_each_chunk_and_can_repeat_the_same_work():
     assert prepared.step == 15
     assert timing.ms_per_step_of_run([{"step": 10, "seconds": 0.5}, {"step": 20, "seconds": 1.5},
                                       {"step": 25, "seconds": 2.0}], 10) == [50.0, 100.0]
+
+TINY_CAMPAIGN = """
+name = "tiny"
+[settings]
+steps = 20
+[[grid]]
+problem = ["helmholtz"]
+seed = [0, 1]
+method = ["M1", "M2"]
+loss_weights = [{}, {boundary = 10.0}]
+"""
+
+
+def test_campaign_cost_times_one_seed_of_each_configuration(tmp_path, capsys):
+    """`gradpath bench --campaign`: four configurations (two seeds each) become four timed rows, each
+    with its runs-table configuration; the report of ratios is written beside them."""
+    source = tmp_path / "tiny.toml"
+    source.write_text(TINY_CAMPAIGN)
+    out = tmp_path / "cost"
+    assert main(["bench", "--campaign", str(source), "--rounds", "1", "--log-every", "5", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    assert "timed 4 configurations" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "campaign-cost.csv").open()))
+    assert len(rows) == 4 and {r["seed"] for r in rows} == {"0"}
+    assert {(r["method"], r["loss_weights"]) for r in rows} == {("M1", ""), ("M2", ""), ("M1", '{"boundary": 10.0}'),
+                                                                ("M2", '{"boundary": 10.0}')}
+    assert all(float(r["ms_per_step"]) > 0 and r["chunks"] == "2" for r in rows)
+    text = (out / "campaign-cost.md").read_text()
+    assert text.startswith("# Campaign tiny") and "| helmholtz | M1 |" in text and "1.00x" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "torch"], "unknown backend of campaign tiny 'torch'; choose one of: jax"),
+    (["--method", "M3"], "unknown method of campaign tiny 'M3'; choose one of: M1, M2"),
+    (["--repeats", "2"], "drop --time-to-first-result, --deepxde, --repeats and --steps"),
+])
+def test_campaign_cost_refuses_what_it_cannot_time(tmp_path, argv, message, capsys):
+    source = tmp_path / "tiny.toml"
+    source.write_text(TINY_CAMPAIGN)
+    assert main(["bench", "--campaign", str(source), *argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["bench", "--lanes", "2"]) == 2
+    assert "--lanes goes with --campaign" in capsys.readouterr().err

@@ -24,7 +24,7 @@ ROOMS = {
     "runs": set(),
     "campaigns": {"runs"},
     "analysis": {"runs"},
-    "report": {"runs", "campaigns", "analysis"},
+    "report": {"runs", "campaigns", "analysis", "perf"},  # perf: the report reads what `gradpath bench` wrote
     "diagnostics": {"runs", "report"},
     "perf": {"runs"},
     "cli": {"runs", "campaigns", "analysis", "report", "diagnostics", "perf"},

@@ -196,3 +196,11 @@ anneal_every = 5
     by_hand = [f"--loss-weight={term}={value!r}" for term, value in final.items()]
     assert main(["run", "poisson1d", *TINY, "--seed", "1", *by_hand, "--out", str(tmp_path / "frozen")]) == 2
     assert "already holds a complete run" in capsys.readouterr().err
+
+    # the published tables rebuild both runs, the frozen one under its key (its partner's restored weights)
+    assert main(["report", "--preset", str(source), "--store", str(store), "--out", str(tmp_path / "tables")]) == 0
+    capsys.readouterr()
+    assert main(["restore", "--preset", str(source), "--store", str(tmp_path / "again"),
+                 "--from", str(tmp_path / "tables")]) == 0
+    assert "2 runs; from" in capsys.readouterr().out
+    assert Store(tmp_path / "again", create=False).state(m1).status == "complete"

@@ -466,6 +466,30 @@ def _selected_rows(group, network, backend, kinds, errors, times, reference, m1_
     return out
 
 
+def side_by_side_cost(table: pd.DataFrame, cost: pd.DataFrame, design: Design = DESIGN) -> pd.DataFrame:
+    """``table`` with its cost columns taken from a side-by-side measurement (``cost``: one row per
+    configuration, the runs-table configuration columns and ``ms_per_step``, as ``gradpath bench
+    --campaign`` writes ``campaign-cost.csv``) instead of each run's own timing; ``cost_source`` says
+    which a row has. A constant's cost is its own configuration's; the selected constants and the
+    frozen weight (constant weights too: only the numbers differ) take the median of the constants'.
+    A row the measurement lacks keeps its runs' timing."""
+    if table.empty or cost is None or cost.empty:
+        return table.assign(cost_source="runs") if not table.empty else table
+    arms = classify(cost.assign(status="complete", error=math.nan), None, design)
+    ms = arms.groupby(["group", "network", "backend", "arm"])["ms_per_step"].median()
+    constants = arms[arms["kind"] == "constant"].groupby(["group", "network", "backend"])["ms_per_step"].median()
+    table = table.copy()
+    table["cost_source"] = "runs"
+    for i, row in table.iterrows():
+        where = (row["group"], row["network"], row["backend"])
+        own = ms.get((*where, row["arm"])) if row["kind"] in ("constant", "rule") else constants.get(where)
+        m1, net = ms.get((row["group"], "plain", row["backend"], "constant 1")), ms.get((*where, "constant 1"))
+        if own is None or m1 is None or net is None:
+            continue
+        table.loc[i, ["cost_vs_m1", "cost_vs_unannealed", "cost_source"]] = [own / m1, own / net, "side by side"]
+    return table
+
+
 def primary_backend(arms: pd.DataFrame, design: Design = DESIGN) -> str:
     """The design's primary backend where it has runs, else the backend with the most runs."""
     if arms.empty:
@@ -715,9 +739,7 @@ def section_text(table: pd.DataFrame, agreement: pd.DataFrame, missing: pd.DataF
              "rule on the same network, paired by seed (same initial weights and batches): the ratio of geometric "
              "means (below 1: the arm ends lower) with its 95% BCa bootstrap interval, the Wilcoxon signed-rank p on "
              "log error, Benjamini-Hochberg q over the table. Cost: median ms per step over M1's on the same problem "
-             "and backend, and over the same network's unannealed run (M1 or M3), from each run's own ms_per_step: "
-             "runs trained at different times and loads, so these ratios carry that noise; the side-by-side "
-             "measurement of the rules' cost is `results/perf/balancing-rule-cost.md`.\n\n",
+             "and backend, and over the same network's unannealed run (M1 or M3), " + _cost_text(table) + "\n\n",
              "### Answer\n\n", answer(table, missing, design) + "\n\n", DECISION_RULE + "\n\n"]
     if not missing.empty:
         parts += ["### Missing runs\n\nExpected by the preset but without a finished run (diverged runs are "
@@ -734,6 +756,20 @@ def section_text(table: pd.DataFrame, agreement: pd.DataFrame, missing: pd.DataF
                   "carry the evidence.\n\n", *agree, "\n"]
     parts += ["Files: `balancing.csv` (the table above), `balancing-agreement.csv`, `balancing-missing.csv`.\n\n"]
     return "".join(parts)
+
+
+def _cost_text(table: pd.DataFrame) -> str:
+    """Where the table's cost columns come from."""
+    sources = set(table["cost_source"]) if "cost_source" in table else {"runs"}
+    side = ("measured side by side: every configuration of the campaign compiled in one process and timed "
+            "round-robin (`gradpath bench --campaign balancing --out DIR`, `campaign-cost.md` beside this report)")
+    runs = ("from each run's own ms_per_step: runs trained at different times and loads, so these ratios carry "
+            "that noise (`gradpath bench --campaign balancing --out DIR` measures them side by side)")
+    if sources == {"side by side"}:
+        return side + "."
+    if "side by side" in sources:
+        return side + "; rows that measurement lacks: " + runs + "."
+    return runs + "."
 
 
 def primary_backend_of(table: pd.DataFrame, design: Design = DESIGN) -> str:

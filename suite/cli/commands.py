@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_campaign_commands(commands)
     add_reference_command(commands, _finite_float)
     add_diagnose_command(commands)
-    add_bench_command(commands, _positive_int)
+    add_bench_command(commands, _positive_int, load_campaign=_campaign_runs)
     add_cache_command(commands)
     add_analyse_command(commands)
     commands.metavar = "{" + ",".join(commands.choices) + "}"  # the usage line lists every command
@@ -361,6 +361,12 @@ def _plan(source: str, store: Store | None = None) -> tuple[Any, Plan]:
     return campaign, plan(campaign, store)
 
 
+def _campaign_runs(source: str, store: str | None) -> tuple[str, list[RunSpec]]:
+    """``gradpath bench --campaign``'s loader: the campaign's name and runs (frozen ones against ``store``)."""
+    campaign, planned = _plan(source, Store(store, create=False, option="--store") if store else None)
+    return campaign.name, planned.specs
+
+
 def _print_waiting(waiting: Sequence[Waiting]) -> None:
     for entry in waiting:
         print(f"gradpath: waiting: {entry.name} (frozen weights): {entry.reason}", file=sys.stderr)
@@ -457,11 +463,23 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_restore(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from gradpath.suite.runs.restore import restore
 
-    campaign, planned = _plan(args.preset, Store(args.store, create=False))
-    specs = planned.specs
+    store = Store(args.store, create=False)  # created once the tables are read
+    campaign, planned = _plan(args.preset, store)
+    specs = list(planned.specs)
     source = args.results or f"results/{campaign.name}"  # the published tables
-    done = restore(specs, source, Store(args.store, create=False))  # created once the tables are read
-    print(f"campaign {campaign.name}: {len(specs)} runs; from {source}: {done.line()}; store {args.store}")
+    done = restore(specs, source, store)
+    # a frozen-weights run's key holds its partner's final weights, read from the partner's record: once
+    # the partners are restored, plan again and restore the frozen runs they let through
+    while planned.waiting:
+        planned = plan(campaign, store)
+        known = {spec.key for spec in specs}
+        new = [spec for spec in planned.specs if spec.key not in known]
+        if not new:
+            break
+        specs += new
+        done.extend(restore(new, source, store))
+    waiting = f"; {len(planned.waiting)} frozen-weights runs wait for a partner" if planned.waiting else ""
+    print(f"campaign {campaign.name}: {len(specs)} runs{waiting}; from {source}: {done.line()}; store {args.store}")
     return 0
 
 

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -169,8 +169,14 @@ def bench(problems: list[str], methods: list[str], backends: list[str], *, steps
 
 
 # -- the command ----------------------------------------------------------------------------------
-def add_bench_command(commands: argparse._SubParsersAction, positive_int) -> None:
-    """Register ``gradpath bench``."""
+# loads a campaign (a preset name or a .toml) into its name and runs, frozen-weights runs resolved against
+# a store (None: none). The cli room passes it in: perf sits below campaigns and may not import them.
+CampaignLoader = Callable[[str, "str | None"], "tuple[str, list[Any]]"]
+
+
+def add_bench_command(commands: argparse._SubParsersAction, positive_int,
+                      load_campaign: CampaignLoader | None = None) -> None:
+    """Register ``gradpath bench`` (``--campaign`` where ``load_campaign`` is given)."""
     sub = commands.add_parser(
         "bench", help="time backends x methods x problems side by side (ms/step, compile s, peak memory)",
         description="Train each configuration in a fresh process, one at a time, and print one table: median and "
@@ -194,6 +200,20 @@ def add_bench_command(commands: argparse._SubParsersAction, positive_int) -> Non
                      help="instead: time whole `gradpath run` processes, start to first history row and to end, "
                           "per backend and --compile choice, on empty and on warm compilation caches "
                           "(default method: M4); writes ttfr.md and ttfr.json to --out")
+    if load_campaign is None:
+        return
+    sub.set_defaults(load_campaign=load_campaign)
+    sub.add_argument("--campaign", metavar="PRESET_OR_TOML",
+                     help="instead: build every configuration of this campaign (one seed each; --backend, --method "
+                          "and --problem filter them) in this process and time them round-robin; writes "
+                          "campaign-cost.csv and campaign-cost.md to --out (the balancing report reads its cost "
+                          "columns from there)")
+    sub.add_argument("--store", metavar="DIR", help="with --campaign: resolve frozen-weights runs against this store")
+    sub.add_argument("--rounds", type=positive_int, default=5, metavar="N",
+                     help="with --campaign: round-robin rounds of 2 chunks per configuration (default: 5)")
+    sub.add_argument("--lanes", type=positive_int, metavar="N",
+                     help="with --campaign: time N seeds as one vectorised job, as a campaign trains them "
+                          "(default: one run, as `gradpath run` trains it)")
 
 
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -210,6 +230,11 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise unknown_choice("device", args.device, DEVICES)
     for b in backends:  # not installed, or --device cuda without a GPU: a usage error before any run
         get_backend(b).resolve_device(args.device)
+    if getattr(args, "campaign", None):
+        return _cmd_campaign_cost(args, argv)
+    for option in ("store", "lanes"):
+        if getattr(args, option, None) is not None:
+            raise UsageError(f"--{option} goes with --campaign")
     if args.time_to_first_result:
         return _cmd_ttfr(args, problems, _choices(args.method, ["M4"], list(METHODS), "method"), backends)
     deepxde = deepxde_available() if args.deepxde is None else args.deepxde
@@ -221,6 +246,31 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(markdown(report))
     print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
+
+
+def _cmd_campaign_cost(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from gradpath.suite.perf import campaign_cost
+
+    if args.time_to_first_result or args.deepxde or args.repeats != 1 or args.steps != 2000:
+        raise UsageError("--campaign times the campaign's own configurations round-robin in one process; drop "
+                         "--time-to-first-result, --deepxde, --repeats and --steps (--rounds sets the length)")
+    name, specs = args.load_campaign(args.campaign, args.store)
+    for option, column in (("backend", "backend"), ("method", "method"), ("problem", "problem")):
+        values = getattr(args, option)
+        if values:
+            present = sorted({_spec_value(s, column) for s in specs})
+            wanted = _choices(values, [], present, f"{option} of campaign {name}")
+            specs = [s for s in specs if _spec_value(s, column) in wanted]
+    frame, files = campaign_cost.run(
+        specs, None, args.out, title=f"Campaign {name}", command="gradpath " + " ".join(argv), device=args.device,
+        chunk=args.log_every, rounds=args.rounds, lanes=args.lanes,
+        progress=lambda text: print(f"gradpath bench: {text}", file=sys.stderr, flush=True))
+    print(f"timed {len(frame)} configurations; wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _spec_value(spec: Any, column: str) -> str:
+    return spec.settings["method"] if column == "method" else getattr(spec, column)
 
 
 def _cmd_ttfr(args: argparse.Namespace, problems: list[str], methods: list[str], backends: list[str]) -> int:

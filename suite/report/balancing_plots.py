@@ -28,8 +28,8 @@ from matplotlib.ticker import LogFormatterSciNotation
 from gradpath.suite.analysis.balancing import (DESIGN, HONEST, ORACLE, PROFILE_ARMS, Design, agreement_table,
                                                balancing_table, classify, final_weights, missing_runs,
                                                primary_backend, profile, profile_values, section_text,
-                                               terms as _terms,
-                                               table_markdown)
+                                               side_by_side_cost, table_markdown, terms as _terms)
+from gradpath.suite.perf.campaign_cost import COST_CSV
 from gradpath.suite.report.plots import DASHES, Figure, Result, Skipped, figure_grid, save_figure
 from gradpath.suite.report.style import STYLE
 
@@ -253,6 +253,8 @@ def balancing_report(runs: pd.DataFrame, history: pd.DataFrame | None, out: str 
     history = history if history is not None else pd.DataFrame()
     arms = classify(runs, history, design)
     table = balancing_table(arms, design) if len(arms) else pd.DataFrame()
+    cost = out / COST_CSV  # `gradpath bench --campaign balancing --out OUT` wrote it, where it did
+    table = side_by_side_cost(table, pd.read_csv(cost) if cost.is_file() else None, design)
     agreement = agreement_table(arms, design) if len(arms) else pd.DataFrame()
     missing = missing_runs(arms, design)
     drawn, skipped = balancing_figures(arms, history, table, out / figures_dir, design)

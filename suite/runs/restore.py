@@ -55,6 +55,11 @@ class Restored:
     absent: list[str] = field(default_factory=list)  # not in the table
     no_history: list[str] = field(default_factory=list)  # finished, but its history is not in history.parquet
 
+    def extend(self, other: Restored) -> None:
+        """Add what a later :func:`restore` call did."""
+        for name, names in vars(other).items():
+            getattr(self, name).extend(names)
+
     def line(self) -> str:
         """One line of counts (zero counts left out but the first), e.g.
         ``560 restored, 176 not finished in the table``."""

@@ -268,6 +268,18 @@ class Store:
         return sorted(p.parent for p in self.root.glob(f"*/{CONFIG}"))
 
 
+def config_row(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run config as runs-table columns: problem, backend, each setting by name (lists and mappings
+    as JSON text) and each problem parameter as ``param_<name>``."""
+    row: dict[str, Any] = {"problem": config.get("problem"), "backend": config.get("backend")}
+    settings, parameters = config.get("settings", {}), config.get("parameters", {})
+    for name, value in (settings.items() if isinstance(settings, Mapping) else ()):
+        row[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    if isinstance(parameters, Mapping):
+        row.update({f"param_{k}": v for k, v in parameters.items()})
+    return row
+
+
 def _flat_row(path: Path, config: Mapping[str, Any] | None) -> dict[str, Any]:
     """One runs-table row: config flattened (settings by name, parameters as ``param_<name>``), status
     and reason (:func:`inspect_record`), then the summary and manifest fields.
@@ -284,12 +296,7 @@ def _flat_row(path: Path, config: Mapping[str, Any] | None) -> dict[str, Any]:
             config = None
     row: dict[str, Any] = {"name": path.name, "key": path.name.rsplit("-", 1)[-1]}
     if isinstance(config, Mapping):
-        row.update(problem=config.get("problem"), backend=config.get("backend"))
-        settings, parameters = config.get("settings", {}), config.get("parameters", {})
-        for name, value in (settings.items() if isinstance(settings, Mapping) else ()):
-            row[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
-        if isinstance(parameters, Mapping):
-            row.update({f"param_{k}": v for k, v in parameters.items()})
+        row.update(config_row(config))
     row["status"] = state.status
     row["reason"] = state.reason or None
     taken = {*row, *IDENTITY}
