@@ -86,6 +86,7 @@ def test_the_ledger_key_ignores_seed_and_length_but_not_what_the_graph_holds():
         return torch_choice.configuration_key(problem, TrainSettings(**kw), "cpu", None)
 
     assert key(seed=0, steps=10) == key(seed=3, steps=40_001, log_every=7, compile="off")
+    assert key(method="M1") == key(method="M1", loss_weights={"boundary": 100.0})  # weights are state, not graph
     assert len({key(), key(width=20), key(method="M2"), key(lr=2e-3), key(dtype="float64")}) == 5
     assert key() != torch_choice.configuration_key(get_problem("helmholtz", a2=1), TrainSettings(), "cpu", None)
     assert key() != torch_choice.configuration_key(problem, TrainSettings(), "cpu", 3)
@@ -257,3 +258,37 @@ def test_the_key_names_the_hardware_and_a_plugin_problems_own_code():
     assert torch_choice._package_digest(type(plugin)) is not None
     assert torch_choice._package_digest(type(get_problem("helmholtz"))) is None  # gradpath's source covers it
     assert key(plugin, TrainSettings(), "cpu", None) != key(plugin, TrainSettings(), "cuda", None)
+
+
+@needs_torch
+def test_constant_loss_weights_share_one_graph_and_keep_their_own_numbers(cache):
+    """The loss weights are state, not part of the graph (compile_choice.NOT_IN_GRAPH, so runs with other
+    constant weights share one ledger entry and one saved package): the graph traced for one run's
+    weights, handed to a run with other weights, trains that run exactly as its eager step does."""
+    import dataclasses
+
+    import gradpath.backends.torch.trainer as torch_trainer
+    from gradpath.backends.data import draw_batches, seed_start
+
+    problem = get_problem("poisson1d")
+    base = dict(method="M1", width=8, depth=2, batch_size=16, dtype="float64", steps=6, log_every=6, compile="off")
+    graphs, outs = {}, {}
+    for name, weights, route in (("first", {"boundary": 10.0}, "traced"), ("eager", {"boundary": 100.0}, "eager"),
+                                 ("reused", {"boundary": 100.0}, "traced")):
+        settings = TrainSettings(**base, loss_weights=weights)
+        trainer = torch_trainer.TorchBackend().trainer(problem, settings, "cpu")
+        trainer.plan = dataclasses.replace(trainer.plan, route=route)
+        if name == "reused":
+            assert trainer.plan.key == first_key
+            trainer._compiled.update(graphs)  # the first run's graphs, not traced again
+        start = seed_start(problem, settings)
+        state = trainer.init(start.params, start.mu, start.sigma)
+        state, out = trainer.train(state, draw_batches(problem, start.batches, 6, 16, "float64"))
+        outs[name] = (trainer.export(state), out)
+        if name == "first":
+            graphs, first_key = dict(trainer._compiled), trainer.plan.key
+            assert graphs
+    np.testing.assert_allclose(outs["reused"][1].losses, outs["eager"][1].losses, rtol=1e-13)
+    for k, v in outs["eager"][0].items():
+        np.testing.assert_allclose(outs["reused"][0][k], v, rtol=1e-12, atol=1e-15)
+    assert not np.allclose(outs["first"][1].losses, outs["eager"][1].losses)  # the weights did change the run

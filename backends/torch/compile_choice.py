@@ -46,8 +46,9 @@ DEFAULTS = {"trace_s": 0.19, "cold_compile_s": 3.8, "warm_compile_s": 0.005, "tr
             "compiled_speedup": 7.0}
 ROUTES = ("compiled", "traced", "eager")
 # settings that do not change the compiled graphs (the step count and logging only change how often
-# they run, the seed only the numbers that flow through them); every other one may be a constant in them
-NOT_IN_GRAPH = ("seed", "steps", "log_every", "compile", "device")
+# they run, the seed only the numbers that flow through them, and the loss weights are state: the
+# step reads them from its input, so ten constants share one graph); every other one may be a constant
+NOT_IN_GRAPH = ("seed", "steps", "log_every", "compile", "device", "loss_weights")
 _SOURCES = ("backends", "problems")  # the code that builds the graphs
 
 
