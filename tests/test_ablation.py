@@ -7,16 +7,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gradpath.suite.analysis.ablation import ablation_section, variants
+from gradpath.suite.analysis.ablation import ablation_section, across_rows, variants
 from gradpath.suite.analysis.tables import cell_stats, errors_by_cell
 
 BASE = np.array([0.020, 0.018, 0.025, 0.022, 0.019, 0.021, 0.017, 0.024, 0.023, 0.016])
 
 
 def _runs(errors=BASE, method="M2", depth=3, weighting="code", adam_form="standard", gate="code",
-          backend="jax", seeds=None) -> list[dict]:
+          backend="jax", seeds=None, width=50) -> list[dict]:
     seeds = range(len(errors)) if seeds is None else seeds
-    return [{"problem": "helmholtz", "backend": backend, "method": method, "width": 50, "depth": depth,
+    return [{"problem": "helmholtz", "backend": backend, "method": method, "width": width, "depth": depth,
              "gate": gate, "weighting": weighting, "adam_form": adam_form, "seed": s, "status": "complete",
              "error": float(e), "param_a1": 1.0, "param_a2": 4.0, "param_k": 1.0} for s, e in zip(seeds, errors)]
 
@@ -92,3 +92,27 @@ def test_section_lists_each_variant_with_its_numbers_and_a_q_value():
     assert "| helmholtz 50x3 | jax | M2 | `adam_form` tf1 (baseline standard) | 10, 10 | 2.15e-02 | 2.05e-02 | 1.05 | " \
            "1.05 [" in text
     assert "| yes | 0.002 | 0.002 | 0.00 |" in text  # paired; p = q with one row; P(variant lower) = 0
+
+
+def test_a_change_tried_on_several_table2_rows_is_summed_up_across_them():
+    """code-global on three Table 2 rows, each time 2/3 of the code's error: the summary gives the
+    geometric mean of ours/paper over the rows before and after, and counts the rows."""
+    rows = [(50, 3), (50, 5), (100, 3)]
+    groups = []
+    for width, depth in rows:
+        groups += [_runs(BASE, method="M4", width=width, depth=depth),
+                   _runs(BASE * 2 / 3, method="M4", width=width, depth=depth, weighting="code-global")]
+    table = _variants(*groups)
+    changes = table[table["setting"] == "weighting"]
+    assert len(changes) == 3 and set(changes["configuration"]) == {"helmholtz 50x3", "helmholtz 50x5",
+                                                                   "helmholtz 100x3"}
+    (summary,) = across_rows(table).itertuples()
+    before = np.exp(np.log(changes["baseline_paper_ratio"]).mean())
+    assert summary.rows == 3 and summary.lower == 3 and summary.higher == 0
+    assert summary.baseline_paper_geomean == pytest.approx(before)
+    assert summary.variant_paper_geomean == pytest.approx(before * 2 / 3)
+    nearer = (np.abs(np.log(changes["paper_ratio"])) < np.abs(np.log(changes["baseline_paper_ratio"]))).sum()
+    assert summary.nearer_paper == nearer
+    text = _section(*groups)
+    assert "### Changes tried on several rows" in text and "geometric mean over 3 rows" in text
+    assert across_rows(table[table["configuration"] != "helmholtz 50x3"]).empty  # two rows are not several

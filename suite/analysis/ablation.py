@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -92,9 +93,8 @@ def _pair(variant: pd.Series, base: pd.Series, column: str, errors: dict[str, pd
             "baseline_paper_ratio": float(base["mean"] / paper) if np.isfinite(paper) else math.nan}
 
 
-def ablation_lines(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> list[str]:
-    """The markdown table of :func:`variants` (empty when no cell is a one-setting variant of another)."""
-    table = variants(cells, errors)
+def ablation_lines(table: pd.DataFrame) -> list[str]:
+    """The markdown table of :func:`variants`' ``table`` (empty when no cell is a one-setting variant of another)."""
     if table.empty:
         return []
     lines = ["| configuration | backend | method | setting | seeds | variant mean | baseline mean | "
@@ -118,9 +118,70 @@ def _ratio(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.2f}"
 
 
+ACROSS_ROWS = 3  # a change tried on at least this many configurations gets its own summary
+
+
+def across_rows(table: pd.DataFrame, min_rows: int = ACROSS_ROWS) -> pd.DataFrame:
+    """Per change (setting, value, baseline value), backend and method tried on at least ``min_rows``
+    configurations with a paper value: ``rows``, the geometric means over those configurations of
+    baseline/paper and variant/paper (a one-sided offset shows as a mean away from 1), how many rows the
+    variant ends nearer the paper (in log distance), and how many the paired interval of
+    variant/baseline lies wholly below or above 1."""
+    if table.empty:
+        return pd.DataFrame()
+    known = table[np.isfinite(table["paper_ratio"]) & np.isfinite(table["baseline_paper_ratio"])]
+    rows = []
+    for (setting, value, base, backend, method), frame in known.groupby(
+            ["setting", "value", "baseline_value", "backend", "method"], sort=False):
+        if len(frame) < min_rows:
+            continue
+        before, after = np.log(frame["baseline_paper_ratio"]), np.log(frame["paper_ratio"])
+        rows.append({"setting": setting, "value": value, "baseline_value": base, "backend": backend,
+                     "method": method, "rows": len(frame), "configurations": ", ".join(frame["configuration"]),
+                     "baseline_paper_geomean": float(np.exp(before.mean())),
+                     "variant_paper_geomean": float(np.exp(after.mean())),
+                     "nearer_paper": int((after.abs() < before.abs()).sum()),
+                     "lower": int((frame["ratio_high"] < 1).sum()), "higher": int((frame["ratio_low"] > 1).sum())})
+    return pd.DataFrame(rows)
+
+
+def _natural(label: str) -> list:
+    """A sort key reading the numbers in ``label`` as numbers ("helmholtz 30x5" before "helmholtz 100x3")."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]
+
+
+def across_rows_lines(table: pd.DataFrame) -> list[str]:
+    """The markdown of :func:`across_rows`: per change and method, each configuration's ratios, then the summary."""
+    summary = across_rows(table)
+    if summary.empty:
+        return []
+    lines = ["### Changes tried on several rows\n\n",
+             f"Every change tried on at least {ACROSS_ROWS} configurations with a paper value: per configuration the "
+             "baseline's and the variant's mean over the paper's, and variant/baseline paired by seed; then the "
+             "geometric means of those ratios over the rows (an offset on every row shows as a mean away from 1), "
+             "the rows where the variant ends nearer the paper, and the rows where the paired interval excludes 1.\n\n"]
+    for _, change in summary.iterrows():
+        part = table[(table["setting"] == change["setting"]) & (table["value"] == change["value"])
+                     & (table["baseline_value"] == change["baseline_value"]) & (table["backend"] == change["backend"])
+                     & (table["method"] == change["method"]) & np.isfinite(table["paper_ratio"])]
+        part = part.iloc[sorted(range(len(part)), key=lambda i: _natural(part["configuration"].iloc[i]))]
+        lines += [f"`{change['setting']}` {change['value']} (baseline {change['baseline_value']}), "
+                  f"{change['backend']} {change['method']}:\n\n",
+                  "| configuration | baseline/paper | variant/paper | variant/baseline (geo-means) [95% CI] | p |\n",
+                  "|---|---|---|---|---|\n"]
+        for _, r in part.iterrows():
+            lines.append(f"| {r['configuration']} | {_ratio(r['baseline_paper_ratio'])} | {_ratio(r['paper_ratio'])} | "
+                         f"{ratio_text(r['ratio'], r['ratio_low'], r['ratio_high'])} | {p_text(r['p_value'])} |\n")
+        lines.append(f"| **geometric mean over {change['rows']} rows** | **{change['baseline_paper_geomean']:.2f}** | "
+                     f"**{change['variant_paper_geomean']:.2f}** | lower on {change['lower']}, higher on "
+                     f"{change['higher']} | nearer the paper on {change['nearer_paper']} of {change['rows']} |\n\n")
+    return lines
+
+
 def ablation_section(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> str:
     """The whole "Ablations" section of REPORT.md, or "" when the runs hold no variant."""
-    lines = ablation_lines(cells, errors)
+    table = variants(cells, errors)
+    lines = ablation_lines(table)
     if not lines:
         return ""
     return ("## Ablations: one setting changed against its baseline\n\n"
@@ -131,4 +192,4 @@ def ablation_section(cells: pd.DataFrame, errors: dict[str, pd.Series]) -> str:
             "errors, over the seeds both cells have; unpaired: Mann-Whitney U on log error. P(variant lower): "
             "the share of seeds (paired) or seed pairs (unpaired) on which the variant ends lower. q: "
             "Benjamini-Hochberg over every row of this table. The paper value is the baseline cell's.\n\n"
-            + "".join(lines) + "\n")
+            + "".join(lines) + "\n" + "".join(across_rows_lines(table)))
